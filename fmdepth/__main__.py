@@ -1,0 +1,5 @@
+import sys
+
+from fmdepth.cli import main
+
+sys.exit(main())

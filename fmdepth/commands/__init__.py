@@ -1,0 +1,1 @@
+"""One module per ``fmdepth`` subcommand (see :mod:`fmdepth.cli`)."""

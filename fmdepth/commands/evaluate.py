@@ -1,0 +1,11 @@
+"""`fmdepth evaluate` (under construction in this session; replaced by its owner)."""
+HELP = "(under construction)"
+DESCRIPTION = HELP
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(args):
+    raise NotImplementedError("fmdepth evaluate is not built yet")

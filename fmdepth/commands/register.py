@@ -1,0 +1,11 @@
+"""`fmdepth register` (under construction in this session; replaced by its owner)."""
+HELP = "(under construction)"
+DESCRIPTION = HELP
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(args):
+    raise NotImplementedError("fmdepth register is not built yet")

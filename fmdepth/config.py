@@ -1,0 +1,308 @@
+"""Typed configuration: dataclass schema + YAML files + dotted command-line overrides.
+
+Every key is declared once below, with its default and a one-line comment. An experiment YAML
+holds only what differs from these defaults; ``--set train.epochs=3`` overrides one key. Unknown
+keys, wrong types and impossible values raise :class:`ConfigError` naming the dotted key *before*
+any work starts. The fully resolved config is saved with every run and checkpoint.
+
+Sections: ``data`` (what to read), ``model``/``loss`` (the depth system), ``optim``/``train``
+(the engine, shared by every task), ``registration`` and ``semantic`` (the other trainable
+tasks). ``task`` selects which system ``fmdepth train`` builds.
+
+Each section's owner validates its values in ``validate()``; the loader calls it after parsing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type or an impossible value."""
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+# --------------------------------------------------------------------------------------- schema
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # kitti_raw | kitti_odom | folder | synthetic (KITTI raw layout)
+    path: str = ""  # dataset root (KITTI raw root, synthetic output, image folder ...)
+    split: str = "eigen_zhou"  # split name (fetched + sha256-checked) or a folder with *_files.txt
+    height: int = 192  # network input height
+    width: int = 640  # network input width
+    frame_ids: List[int] = field(default_factory=lambda: [0, -1, 1])  # temporal neighbours used
+    stereo: bool = False  # also use the other camera of the pair as a source frame ("s")
+    num_scales: int = 4  # pyramid levels returned by the dataset
+    img_ext: str = ".png"  # .png or .jpg
+    flip_prob: float = 0.5  # horizontal-flip augmentation probability (training only)
+    jitter_prob: float = 0.5  # colour-jitter probability (training only, network input only)
+    num_workers: int = 2  # DataLoader workers
+    skip_missing: bool = False  # skip split entries whose files are missing (reported) instead of failing
+
+    def validate(self, prefix: str) -> None:
+        _check(self.dataset in ("kitti_raw", "kitti_odom", "folder", "synthetic", "registration_pairs",
+                                "semantic_pairs"),
+               f"{prefix}.dataset", f"unknown dataset '{self.dataset}'")
+        _check(self.height > 0 and self.height % 32 == 0, f"{prefix}.height",
+               f"must be a positive multiple of 32, got {self.height}")
+        _check(self.width > 0 and self.width % 32 == 0, f"{prefix}.width",
+               f"must be a positive multiple of 32, got {self.width}")
+        _check(0 in self.frame_ids, f"{prefix}.frame_ids", "must contain 0 (the target frame)")
+        _check(1 <= self.num_scales <= 5, f"{prefix}.num_scales", "must be in [1, 5]")
+        _check(self.img_ext in (".png", ".jpg"), f"{prefix}.img_ext", "must be '.png' or '.jpg'")
+        _check(0.0 <= self.flip_prob <= 1.0, f"{prefix}.flip_prob", "must be in [0, 1]")
+        _check(0.0 <= self.jitter_prob <= 1.0, f"{prefix}.jitter_prob", "must be in [0, 1]")
+        _check(self.num_workers >= 0, f"{prefix}.num_workers", "must be >= 0")
+
+
+@dataclass
+class ModelConfig:
+    """The depth/pose/feature networks (owned by the depth system)."""
+
+    depth_layers: int = 50  # ResNet depth of the DepthNet encoder (18/34/50/101)
+    pose_layers: int = 18  # ResNet depth of the PoseNet encoder
+    feature_layers: int = 50  # ResNet depth of the FeatureNet encoder
+    pretrained: str = "none"  # none | imagenet (torchvision download) | path to a local state_dict
+    min_depth: float = 0.1  # disparity -> depth range
+    max_depth: float = 100.0
+
+    def validate(self, prefix: str) -> None:
+        for k in ("depth_layers", "pose_layers", "feature_layers"):
+            _check(getattr(self, k) in (18, 34, 50, 101, 152), f"{prefix}.{k}",
+                   f"must be one of 18, 34, 50, 101, 152, got {getattr(self, k)}")
+        _check(0 < self.min_depth < self.max_depth, f"{prefix}.min_depth",
+               f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+
+
+@dataclass
+class LossConfig:
+    """Weights of the depth system's objective (owned by the depth system)."""
+
+    photometric: float = 1.0  # SSIM+L1 photometric reprojection loss
+    feature_metric: float = 1e-3  # feature-metric loss (0 = Monodepth2-style photometric baseline)
+    smoothness: float = 1e-3  # edge-aware disparity smoothness (1st order)
+
+    def validate(self, prefix: str) -> None:
+        for f in dataclasses.fields(self):
+            _check(getattr(self, f.name) >= 0, f"{prefix}.{f.name}", "weights must be >= 0")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # Adam learning rate
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up steps
+    decay_epochs: List[int] = field(default_factory=lambda: [20, 30])  # step decay milestones
+    decay_gamma: float = 0.1  # step decay factor
+    grad_clip: float = 0.0  # max grad norm (0 = off)
+
+    def validate(self, prefix: str) -> None:
+        _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
+        _check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", "must be >= 0")
+        _check(0 < self.decay_gamma <= 1, f"{prefix}.decay_gamma", "must be in (0, 1]")
+        _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40  # passes over the training split
+    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
+    max_minutes: float = 0.0  # stop after this wall-clock budget (0 = no limit)
+    batch_size: int = 12  # per process
+    amp: str = "none"  # none | bf16 | fp16 (mixed precision where the device supports it)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 50  # steps between scalar logs
+    image_every: int = 500  # steps between TensorBoard image logs
+    val_every: int = 0  # steps between validations (0 = once per epoch)
+    ckpt_every: int = 0  # steps between last.pt checkpoints (0 = once per epoch)
+    max_bad_steps: int = 10  # consecutive non-finite losses before stopping
+
+    def validate(self, prefix: str) -> None:
+        _check(self.epochs > 0, f"{prefix}.epochs", "must be > 0")
+        _check(self.max_steps >= 0, f"{prefix}.max_steps", "must be >= 0")
+        _check(self.max_minutes >= 0, f"{prefix}.max_minutes", "must be >= 0")
+        _check(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
+        _check(self.amp in ("none", "bf16", "fp16"), f"{prefix}.amp", "must be none, bf16 or fp16")
+        _check(self.max_bad_steps > 0, f"{prefix}.max_bad_steps", "must be > 0")
+
+
+@dataclass
+class RegistrationConfig:
+    """Learned registration (owned by the registration system)."""
+
+    method: str = "deformable"  # affine | deformable | translation
+
+    def validate(self, prefix: str) -> None:
+        _check(self.method in ("affine", "deformable", "translation"), f"{prefix}.method",
+               "must be affine, deformable or translation")
+
+
+@dataclass
+class SemanticConfig:
+    """Joint semantic alignment + landmark detection (owned by the correspondence system)."""
+
+    num_landmarks: int = 10  # K landmark heatmaps
+
+    def validate(self, prefix: str) -> None:
+        _check(self.num_landmarks > 0, f"{prefix}.num_landmarks", "must be > 0")
+
+
+TASKS = ("depth", "registration", "semantic")
+
+
+@dataclass
+class Config:
+    task: str = "depth"  # depth | registration | semantic: which system `fmdepth train` builds
+    seed: int = 0  # global seed (python, numpy, torch, data order)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+
+    def validate(self, prefix: str = "") -> None:
+        _check(self.task in TASKS, "task", f"must be one of {', '.join(TASKS)}, got '{self.task}'")
+
+
+# ------------------------------------------------------------------------------------ machinery
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin in (list, List):
+        (inner,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, tuple):
+            value = list(value)
+        _check(isinstance(value, list), key, f"expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), key, f"expected a mapping (section), got {value!r}")
+        return _from_dict(tp, value, key)
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key,
+               f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+               f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for config key '{key}'")
+
+
+def _from_dict(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else key
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint}; known keys here: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            full = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(data[name], hints[name], full)
+    return cls(**kwargs)
+
+
+def _validate(obj, prefix: str = "") -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate(value, f"{prefix}.{f.name}" if prefix else f.name)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+
+
+def config_from_dict(data: Optional[dict]) -> Config:
+    """Build and validate a :class:`Config` from a (possibly partial) nested mapping."""
+    cfg = _from_dict(Config, data or {})
+    _validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict, overrides: List[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        _check(bool(key), item, "empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config key '{key}': cannot parse value {raw!r}: {exc}") from exc
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            _check(isinstance(node, dict), key, f"'{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> Config:
+    """Read a YAML file (may be None: defaults), apply dotted overrides, validate.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: unknown key, wrong type or impossible value (message names the key).
+    """
+    data: dict = {}
+    if path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as fh:
+            try:
+                data = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    apply_overrides(data, overrides or [])
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def save_config(cfg, path: str) -> None:
+    """Write the fully resolved config as YAML (atomically)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+    os.replace(tmp, path)
