@@ -112,6 +112,10 @@ class OptimConfig:
         _check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", "must be >= 0")
         _check(0 < self.decay_gamma <= 1, f"{prefix}.decay_gamma", "must be in (0, 1]")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0")
+        _check(all(m > 0 for m in self.decay_epochs), f"{prefix}.decay_epochs",
+               f"milestones must be positive epochs, got {self.decay_epochs}")
+        _check(list(self.decay_epochs) == sorted(self.decay_epochs), f"{prefix}.decay_epochs",
+               f"milestones must be increasing, got {self.decay_epochs}")
 
 
 @dataclass
@@ -127,9 +131,18 @@ class TrainConfig:
     val_every: int = 0  # steps between validations (0 = once per epoch)
     ckpt_every: int = 0  # steps between last.pt checkpoints (0 = once per epoch)
     max_bad_steps: int = 10  # consecutive non-finite losses before stopping
+    val_batch_size: int = 0  # validation batch size (0 = train.batch_size)
+    deterministic: bool = False  # cuDNN deterministic kernels (slower on GPU)
+    ddp_find_unused: bool = True  # DDP find_unused_parameters (needed when some nets skip a step)
 
     def validate(self, prefix: str) -> None:
         _check(self.epochs > 0, f"{prefix}.epochs", "must be > 0")
+        _check(self.log_every > 0, f"{prefix}.log_every", "must be > 0")
+        for k in ("image_every", "val_every", "ckpt_every", "val_batch_size"):
+            _check(getattr(self, k) >= 0, f"{prefix}.{k}", f"must be >= 0, got {getattr(self, k)}")
+        _check(self.device in ("auto", "cpu", "cuda") or
+               (self.device.startswith("cuda:") and self.device[5:].isdigit()),
+               f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got '{self.device}'")
         _check(self.max_steps >= 0, f"{prefix}.max_steps", "must be >= 0")
         _check(self.max_minutes >= 0, f"{prefix}.max_minutes", "must be >= 0")
         _check(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
