@@ -69,32 +69,67 @@ class DataConfig:
 class ModelConfig:
     """The depth/pose/feature networks (owned by the depth system)."""
 
-    depth_layers: int = 50  # ResNet depth of the DepthNet encoder (18/34/50/101)
+    depth_layers: int = 50  # ResNet depth of the DepthNet encoder (18/34/50/101/152)
     pose_layers: int = 18  # ResNet depth of the PoseNet encoder
     feature_layers: int = 50  # ResNet depth of the FeatureNet encoder
-    pretrained: str = "none"  # none | imagenet (torchvision download) | path to a local state_dict
-    min_depth: float = 0.1  # disparity -> depth range
+    pretrained: str = "none"  # encoder init of all nets: none | imagenet (torchvision download) | path to a ResNet state_dict
+    feature_weights: str = ""  # FeatureNet weights for loss.mode=depth: a stage-1 checkpoint (.pt) or a FeatureNet state_dict
+    num_scales: int = 4  # disparity scales the DepthNet outputs (scale 0 = full resolution)
+    min_depth: float = 0.1  # disparity -> depth range (disp_to_depth)
     max_depth: float = 100.0
 
     def validate(self, prefix: str) -> None:
         for k in ("depth_layers", "pose_layers", "feature_layers"):
             _check(getattr(self, k) in (18, 34, 50, 101, 152), f"{prefix}.{k}",
                    f"must be one of 18, 34, 50, 101, 152, got {getattr(self, k)}")
+        _check(bool(self.pretrained), f"{prefix}.pretrained",
+               "must be 'none', 'imagenet' or the path of a ResNet state_dict")
+        _check(1 <= self.num_scales <= 5, f"{prefix}.num_scales", f"must be in [1, 5], got {self.num_scales}")
         _check(0 < self.min_depth < self.max_depth, f"{prefix}.min_depth",
                f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
 
 
+LOSS_MODES = ("joint", "featurenet", "depth")
+
+
 @dataclass
 class LossConfig:
-    """Weights of the depth system's objective (owned by the depth system)."""
+    """The depth system's objective and training mode (owned by the depth system)."""
 
+    mode: str = "joint"  # joint (all nets trained together) | featurenet (stage 1: FeatureNet only) | depth (stage 2: FeatureNet frozen)
     photometric: float = 1.0  # SSIM+L1 photometric reprojection loss
-    feature_metric: float = 1e-3  # feature-metric loss (0 = Monodepth2-style photometric baseline)
-    smoothness: float = 1e-3  # edge-aware disparity smoothness (1st order)
+    feature_metric: float = 1e-3  # feature-metric loss (0 = Monodepth2-style photometric baseline, FeatureNet not built)
+    smoothness: float = 1e-3  # edge-aware disparity smoothness, 1st order (divided by 2**scale)
+    smoothness2: float = 1e-3  # edge-aware disparity smoothness, 2nd order (divided by 2**scale; 0 = off)
+    ssim_weight: float = 0.85  # photometric error = ssim_weight*(1-SSIM)/2 + (1-ssim_weight)*L1
+    automask: bool = True  # Monodepth2 auto-masking of pixels that the un-warped source explains better
+    min_reprojection: bool = True  # per-pixel minimum over source frames (False = mean over sources)
+    scales: List[int] = field(default_factory=lambda: [0, 1, 2, 3])  # disparity scales the losses use
+    feature_levels: List[int] = field(default_factory=lambda: [0])  # FeatureNet encoder levels compared by the feature-metric loss
+    featurenet_reconstruction: float = 1.0  # FeatureNet: image reconstruction (SSIM+L1 over scales)
+    featurenet_discriminative: float = 1e-3  # FeatureNet: discriminative loss (large feature gradients)
+    featurenet_convergent: float = 1e-3  # FeatureNet: convergent loss (small 2nd-order feature gradients)
 
     def validate(self, prefix: str) -> None:
-        for f in dataclasses.fields(self):
-            _check(getattr(self, f.name) >= 0, f"{prefix}.{f.name}", "weights must be >= 0")
+        _check(self.mode in LOSS_MODES, f"{prefix}.mode",
+               f"must be one of {', '.join(LOSS_MODES)}, got '{self.mode}'")
+        for name in ("photometric", "feature_metric", "smoothness", "smoothness2",
+                     "featurenet_reconstruction", "featurenet_discriminative", "featurenet_convergent"):
+            _check(getattr(self, name) >= 0, f"{prefix}.{name}", f"weights must be >= 0, got {getattr(self, name)}")
+        _check(0.0 <= self.ssim_weight <= 1.0, f"{prefix}.ssim_weight", f"must be in [0, 1], got {self.ssim_weight}")
+        _check(len(self.scales) > 0 and all(0 <= s <= 4 for s in self.scales)
+               and len(set(self.scales)) == len(self.scales), f"{prefix}.scales",
+               f"must be a non-empty list of distinct scales in 0..4, got {self.scales}")
+        _check(len(self.feature_levels) > 0 and all(0 <= lv <= 4 for lv in self.feature_levels)
+               and len(set(self.feature_levels)) == len(self.feature_levels), f"{prefix}.feature_levels",
+               f"must be a non-empty list of distinct FeatureNet levels in 0..4, got {self.feature_levels}")
+        if self.mode == "featurenet":
+            _check(self.featurenet_reconstruction + self.featurenet_discriminative + self.featurenet_convergent > 0,
+                   f"{prefix}.featurenet_reconstruction",
+                   "mode=featurenet trains only FeatureNet: at least one featurenet_* weight must be > 0")
+        else:
+            _check(self.photometric + self.feature_metric > 0, f"{prefix}.photometric",
+                   f"mode={self.mode} trains depth: photometric or feature_metric must be > 0")
 
 
 @dataclass
