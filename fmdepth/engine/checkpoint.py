@@ -76,7 +76,7 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: not an fmdepth checkpoint (it holds objects that cannot be "
                               f"loaded safely with weights_only=True): {str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many types for junk (IndexError, RuntimeError, EOFError ...)
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or another "
                               f"format?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(data, dict):

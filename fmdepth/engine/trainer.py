@@ -740,6 +740,7 @@ def train(cfg: Config, run_dir: str, resume: bool = False, task: Optional[Task] 
     """
     if task is None:
         check_run_dir(run_dir, resume)  # fail before building (possibly large) datasets
+        seed_everything(cfg.seed)  # the same initial weights for the same seed
         task = build_task(cfg)
     trainer = Trainer(cfg, task, run_dir, resume=resume, progress=progress)
     try:
