@@ -1,0 +1,409 @@
+"""Inference: DepthNet / PoseNet from a checkpoint, batched prediction of images, folders, videos.
+
+A checkpoint (``RUN_DIR/checkpoints/best.pt``, see :mod:`fmdepth.engine.checkpoint`) carries the
+resolved config, so the networks are rebuilt exactly as trained: ``model.depth_layers``,
+``model.pose_layers``, ``data.num_scales``, the input size ``data.height x data.width`` and the
+disparity range ``model.min_depth .. model.max_depth``.
+
+Monocular depth is known only up to scale: the depth written here is ``1 / scaled_disp`` with
+the checkpoint's depth range, which is *not* metric for a monocular model (the evaluation
+multiplies it by the per-image median ratio); stereo-trained models are metric after x5.4 on
+KITTI.
+
+Example:
+    >>> predictor = DepthPredictor.from_checkpoint("runs/fm/checkpoints/best.pt")  # doctest: +SKIP
+    >>> disp, depth = predictor.predict(images)   # (B, 3, H, W) in [0, 1] -> 2 x (B, 1, H, W)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) via the engine's loader."""
+    from fmdepth.engine.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, map_location="cpu")
+
+
+def _section(ckpt: Dict[str, Any], name: str, path: str) -> Dict[str, Any]:
+    cfg = ckpt.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get(name), dict):
+        raise ValueError(f"{path}: checkpoint['config'] has no '{name}' section; not a depth checkpoint")
+    return cfg[name]
+
+
+def _model_state(ckpt: Dict[str, Any], name: str, path: str) -> Dict[str, torch.Tensor]:
+    models = ckpt.get("models") or {}
+    if name not in models:
+        task = (ckpt.get("config") or {}).get("task", "?")
+        raise ValueError(f"{path}: checkpoint holds no '{name}' network (task '{task}', models: "
+                         f"{', '.join(sorted(models)) or 'none'}); expected a depth checkpoint "
+                         "written by `fmdepth train` with task=depth")
+    return models[name]
+
+
+def _load_state(net: torch.nn.Module, state: Dict[str, torch.Tensor], path: str, what: str) -> None:
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:400]
+        raise ValueError(f"{path}: the '{what}' weights do not fit the architecture described by the "
+                         f"checkpoint's config ({first})") from None
+
+
+@dataclass
+class CheckpointInfo:
+    """What the networks need from a checkpoint's resolved config."""
+
+    path: str
+    height: int
+    width: int
+    min_depth: float
+    max_depth: float
+    depth_layers: int
+    pose_layers: int
+    num_scales: int
+    config: Dict[str, Any]
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Dict[str, Any], path: str) -> "CheckpointInfo":
+        data = _section(ckpt, "data", path)
+        model = _section(ckpt, "model", path)
+        try:
+            info = cls(path=path, height=int(data["height"]), width=int(data["width"]),
+                       min_depth=float(model["min_depth"]), max_depth=float(model["max_depth"]),
+                       depth_layers=int(model["depth_layers"]), pose_layers=int(model["pose_layers"]),
+                       num_scales=int(data.get("num_scales", 4)), config=ckpt["config"])
+        except KeyError as exc:
+            raise ValueError(f"{path}: checkpoint config lacks {exc.args[0]!r} (data.height/width, "
+                             "model.min_depth/max_depth/depth_layers/pose_layers are needed)") from None
+        if info.height % 32 or info.width % 32 or info.height <= 0 or info.width <= 0:
+            raise ValueError(f"{path}: input size {info.height}x{info.width} is not a multiple of 32")
+        return info
+
+
+def _pick_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resize_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize (B, 3, H, W) images to the network size (bilinear with antialiasing)."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[-2:] == (height, width):
+        return images
+    return F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False,
+                         antialias=True).clamp_(0.0, 1.0)
+
+
+class DepthPredictor:
+    """A DepthNet rebuilt from a checkpoint, in eval mode.
+
+    Args:
+        net: the loaded :class:`fmdepth.networks.DepthNet`.
+        info: :class:`CheckpointInfo` (input size, depth range).
+        device: where to run.
+    """
+
+    def __init__(self, net: torch.nn.Module, info: CheckpointInfo, device: torch.device):
+        self.net = net.to(device).eval()
+        self.info = info
+        self.device = device
+        self.height, self.width = info.height, info.width
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device=None, ckpt: Optional[Dict[str, Any]] = None) -> "DepthPredictor":
+        from fmdepth.networks import DepthNet
+
+        ckpt = read_checkpoint(path) if ckpt is None else ckpt
+        info = CheckpointInfo.from_checkpoint(ckpt, path)
+        state = _model_state(ckpt, "depth", path)
+        net = DepthNet(num_layers=info.depth_layers, pretrained="none", num_scales=info.num_scales)
+        _load_state(net, state, path, "depth")
+        return cls(net, info, _pick_device(device))
+
+    @torch.no_grad()
+    def predict_scaled_disp(self, images: torch.Tensor, post_process: bool = False) -> torch.Tensor:
+        """Scaled disparity (``disp_to_depth(...)[0]``) at the network resolution.
+
+        Args:
+            images: (B, 3, H, W) in [0, 1]; resized to the checkpoint's input size when needed.
+            post_process: average with the flipped image's prediction (Monodepth2 blend).
+
+        Returns:
+            (B, 1, height, width) float32 on the predictor's device.
+        """
+        from fmdepth.geometry import disp_to_depth
+        from fmdepth.metrics.depth import post_process_disparity
+
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got {shape}")
+        x = resize_images(images.to(self.device, torch.float32), self.height, self.width)
+        if post_process:
+            x = torch.cat([x, torch.flip(x, dims=[3])], dim=0)
+        disp = self.net(x)[0]
+        scaled, _ = disp_to_depth(disp, self.info.min_depth, self.info.max_depth)
+        if post_process:
+            n = images.shape[0]
+            scaled = post_process_disparity(scaled[:n], torch.flip(scaled[n:], dims=[3]))
+        return scaled
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, post_process: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Scaled disparity and depth resized back to the input size.
+
+        Args:
+            images: (B, 3, H, W) in [0, 1], any size.
+
+        Returns:
+            (scaled_disp, depth), each (B, 1, H, W); depth = 1 / scaled_disp (up to scale for
+            monocular models).
+        """
+        scaled = self.predict_scaled_disp(images, post_process)
+        h, w = images.shape[-2:]
+        if scaled.shape[-2:] != (h, w):
+            scaled = F.interpolate(scaled, size=(h, w), mode="bilinear", align_corners=False)
+        return scaled, 1.0 / scaled
+
+
+class PosePredictor:
+    """A PoseNet rebuilt from a checkpoint, in eval mode.
+
+    The pair (frame_a, frame_b), stacked as ``cat([a, b], dim=1)``, gives
+    ``pose_vec_to_matrix(axisangle, translation)`` = ``b_T_a`` (points of frame a expressed in
+    frame b), the convention of the depth system (Monodepth2's: target first for a later
+    source frame, no inversion).
+    """
+
+    def __init__(self, net: torch.nn.Module, info: CheckpointInfo, device: torch.device):
+        self.net = net.to(device).eval()
+        self.info = info
+        self.device = device
+        self.height, self.width = info.height, info.width
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device=None, ckpt: Optional[Dict[str, Any]] = None) -> "PosePredictor":
+        from fmdepth.networks import PoseNet
+
+        ckpt = read_checkpoint(path) if ckpt is None else ckpt
+        info = CheckpointInfo.from_checkpoint(ckpt, path)
+        state = _model_state(ckpt, "pose", path)
+        net = PoseNet(num_layers=info.pose_layers, pretrained="none", num_frames=2)
+        _load_state(net, state, path, "pose")
+        return cls(net, info, _pick_device(device))
+
+    @torch.no_grad()
+    def predict(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:
+        """``b_T_a`` for each pair.
+
+        Args:
+            frame_a, frame_b: (B, 3, H, W) in [0, 1] (resized to the checkpoint's input size).
+
+        Returns:
+            (B, 4, 4) float64 on the CPU.
+        """
+        from fmdepth.geometry import pose_vec_to_matrix
+
+        if frame_a.shape != frame_b.shape or frame_a.dim() != 4 or frame_a.shape[1] != 3:
+            raise ValueError(f"frame_a and frame_b must both be (B, 3, H, W), got {tuple(frame_a.shape)} "
+                             f"and {tuple(frame_b.shape)}")
+        a = resize_images(frame_a.to(self.device, torch.float32), self.height, self.width)
+        b = resize_images(frame_b.to(self.device, torch.float32), self.height, self.width)
+        axisangle, translation = self.net(torch.cat([a, b], dim=1))
+        return pose_vec_to_matrix(axisangle, translation, invert=False).double().cpu()
+
+
+# ---------------------------------------------------------------------------------- inputs
+def load_image(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an image file (clear error when unreadable)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
+
+
+def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """List of (H, W, 3) uint8 images of one size -> (B, 3, H, W) float in [0, 1]."""
+    arr = np.stack(images).astype(np.float32) / 255.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+@dataclass
+class InputItem:
+    """One thing to predict: an image file or a video file."""
+
+    path: str
+    kind: str  # "image" | "video"
+    out_prefix: str  # relative output name without suffix
+
+
+def collect_inputs(inputs: Sequence[str]) -> List[InputItem]:
+    """Expand files and folders (non-recursive, sorted) into :class:`InputItem` s.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        ValueError: a file has an unknown extension, or a folder holds no image/video.
+    """
+    items: List[InputItem] = []
+    for raw in inputs:
+        path = os.path.expanduser(raw)
+        if os.path.isdir(path):
+            names = sorted(os.listdir(path))
+            found = [n for n in names if n.lower().endswith(IMAGE_EXTS + VIDEO_EXTS)]
+            if not found:
+                raise ValueError(f"{path}: folder holds no image ({', '.join(IMAGE_EXTS)}) or video file")
+            base = os.path.basename(os.path.normpath(path))
+            for n in found:
+                items.extend(_item(os.path.join(path, n), os.path.join(base, os.path.splitext(n)[0])))
+        elif os.path.isfile(path):
+            items.extend(_item(path, os.path.splitext(os.path.basename(path))[0]))
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    seen = set()
+    for it in items:  # two inputs with the same name would overwrite each other's outputs
+        if it.out_prefix in seen:
+            raise ValueError(f"two inputs map to the same output name '{it.out_prefix}' ({it.path}); "
+                             "rename one or predict them separately")
+        seen.add(it.out_prefix)
+    return items
+
+
+def _item(path: str, prefix: str) -> List[InputItem]:
+    low = path.lower()
+    if low.endswith(IMAGE_EXTS):
+        return [InputItem(path, "image", prefix)]
+    if low.endswith(VIDEO_EXTS):
+        return [InputItem(path, "video", prefix)]
+    raise ValueError(f"{path}: unknown file type (images: {', '.join(IMAGE_EXTS)}; videos: {', '.join(VIDEO_EXTS)})")
+
+
+def count_video_frames(path: str) -> Optional[int]:
+    try:
+        import imageio.v2 as iio2
+
+        with iio2.get_reader(path, "ffmpeg") as reader:
+            n = reader.count_frames()
+        return int(n) if n and n > 0 else None
+    except Exception:  # counting is only for the progress bar
+        return None
+
+
+def iter_frames(items: Sequence[InputItem]) -> Iterator[Tuple[str, np.ndarray]]:
+    """Yield (output prefix, (H, W, 3) uint8) for every image and every video frame."""
+    for it in items:
+        if it.kind == "image":
+            yield it.out_prefix, load_image(it.path)
+            continue
+        import imageio.v2 as iio2
+
+        try:
+            reader = iio2.get_reader(it.path, "ffmpeg") if not it.path.lower().endswith(".gif") \
+                else iio2.get_reader(it.path)
+        except Exception as exc:
+            raise ValueError(f"{it.path}: cannot open the video ({exc})") from None
+        with reader:
+            for i, frame in enumerate(reader):
+                frame = np.asarray(frame)
+                if frame.ndim == 2:
+                    frame = np.repeat(frame[..., None], 3, axis=2)
+                yield os.path.join(it.out_prefix, f"{i:06d}"), np.ascontiguousarray(frame[..., :3])
+
+
+def colorize_disparity(disp: np.ndarray, vmax: Optional[float] = None) -> np.ndarray:
+    """(H, W) disparity -> (H, W, 3) uint8 magma image (vmax: 95th percentile by default)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["magma"]
+    d = np.asarray(disp, dtype=np.float64)
+    vmin = float(d.min())
+    vmax = float(np.percentile(d, 95)) if vmax is None else float(vmax)
+    norm = np.clip((d - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    return (cmap(norm)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def predict_inputs(predictor: DepthPredictor, inputs: Sequence[str], out_dir: str, batch_size: int = 8,
+                   save: str = "both", post_process: bool = False, progress: bool = True) -> List[str]:
+    """Predict every image / folder / video frame and write ``.npy`` + colourised ``.png``.
+
+    For an input ``NAME`` it writes ``OUT/NAME_disp.npy`` (scaled disparity, float32, input size),
+    ``OUT/NAME_depth.npy`` (``1/disp``; up to scale for monocular models) and
+    ``OUT/NAME_disp.png`` (magma); video frames go to ``OUT/VIDEO/000000_*``; folder contents
+    to ``OUT/FOLDER/...``.
+
+    Args:
+        predictor: a :class:`DepthPredictor`.
+        inputs: image files, folders, video files.
+        out_dir: output folder (created).
+        batch_size: images per network call (frames of different sizes are batched together;
+            each is resized to the network size and back).
+        save: ``"depth"``, ``"disp"`` or ``"both"`` (which ``.npy`` to write; the PNG always).
+
+    Returns:
+        the written file paths.
+    """
+    from PIL import Image
+
+    if save not in ("depth", "disp", "both"):
+        raise ValueError(f"save must be depth, disp or both, got '{save}'")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    items = collect_inputs(inputs)
+    total = sum(1 if it.kind == "image" else (count_video_frames(it.path) or 0) for it in items)
+    os.makedirs(out_dir, exist_ok=True)
+    written: List[str] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total or None, desc="predict", unit="img")
+
+    def flush(batch: List[Tuple[str, np.ndarray]]) -> None:
+        net_in = torch.cat([resize_images(to_tensor([img]), predictor.height, predictor.width)
+                            for _, img in batch])
+        scaled = predictor.predict_scaled_disp(net_in, post_process).float().cpu()
+        for (name, img), disp in zip(batch, scaled):
+            h, w = img.shape[:2]
+            disp = F.interpolate(disp[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+            stem = os.path.join(out_dir, name)
+            os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+            if save in ("disp", "both"):
+                np.save(stem + "_disp.npy", disp.astype(np.float32))
+                written.append(stem + "_disp.npy")
+            if save in ("depth", "both"):
+                np.save(stem + "_depth.npy", (1.0 / disp).astype(np.float32))
+                written.append(stem + "_depth.npy")
+            Image.fromarray(colorize_disparity(disp)).save(stem + "_disp.png")
+            written.append(stem + "_disp.png")
+        if bar is not None:
+            bar.update(len(batch))
+
+    batch: List[Tuple[str, np.ndarray]] = []
+    for name, img in iter_frames(items):
+        batch.append((name, img))
+        if len(batch) == batch_size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    if bar is not None:
+        bar.close()
+    return written
