@@ -180,3 +180,17 @@ def test_post_process_blend_numpy_and_torch():
     assert torch.allclose(t[:, 0], torch.from_numpy(out))
     with pytest.raises(ValueError, match="same shape"):
         post_process_disparity(a, b[:, :, :-1])
+
+
+def test_sparse_sampling_equals_full_resize():
+    from fmdepth.metrics.depth import sample_disparity
+
+    rng = np.random.default_rng(3)
+    disp = rng.uniform(0.01, 1.0, size=(24, 80)).astype(np.float32)
+    mask = rng.uniform(size=(75, 250)) < 0.3
+    mask[0, 0] = mask[-1, -1] = True  # borders
+    full = resize_disparity(disp, 75, 250)[mask]
+    np.testing.assert_allclose(sample_disparity(disp, 75, 250, mask), full, rtol=1e-4)  # torch: float32 coords
+    # downsampling too
+    np.testing.assert_allclose(sample_disparity(disp, 12, 40, np.ones((12, 40), bool)),
+                               resize_disparity(disp, 12, 40).ravel(), rtol=1e-4)
