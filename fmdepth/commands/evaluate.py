@@ -162,8 +162,6 @@ def resolve_split(split: str) -> str:
         if os.path.isfile(cand):
             return cand
         raise FileNotFoundError(f"split folder {split} has no test_files.txt")
-    if os.sep in split or split.endswith(".txt"):
-        raise FileNotFoundError(f"split file not found: {split}")
     from fmdepth.data.splits import fetch_split
 
     path = fetch_split(split)
