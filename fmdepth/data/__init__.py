@@ -13,3 +13,6 @@ __all__ = [
     "KittiRawDataset", "KittiOdometryDataset", "MonoSequenceDataset",
     "read_split", "fetch_split",
 ]
+from .folder import ImageFolderDataset  # noqa: E402
+
+__all__ += ["ImageFolderDataset"]

@@ -152,19 +152,28 @@ class MonoSequenceDataset(Dataset):
         for fid in self.temporal_ids:
             if frame + fid < 0:
                 return f"frame {frame + fid} (offset {fid}) does not exist (negative index)"
-            path = self.image_path(folder, frame + fid, side)
-            if not os.path.isfile(path):
-                return f"image not found: {path} (frame offset {fid})"
+            missing = self._missing_frame(folder, frame + fid, side)
+            if missing:
+                return f"{missing} (frame offset {fid})"
         if self.stereo:
-            path = self.image_path(folder, frame, _other(side))
-            if not os.path.isfile(path):
-                return f"image not found: {path} (stereo frame 's')"
+            missing = self._missing_frame(folder, frame, _other(side))
+            if missing:
+                return f"{missing} (stereo frame 's')"
         if self.load_gt:
             options = self._gt_files(folder, frame, side)
             if options and not any(all(os.path.isfile(p) for p in opt) for opt in options):
                 wanted = " or ".join(" + ".join(opt) for opt in options)
                 return f"ground truth not found: {wanted}"
         return None
+
+    def _missing_frame(self, folder: str, frame: int, side: str) -> Optional[str]:
+        """None if the frame exists, else a message naming what is missing."""
+        path = self.image_path(folder, frame, side)
+        return None if os.path.isfile(path) else f"image not found: {path}"
+
+    def _open_frame(self, folder: str, frame: int, side: str, size: Optional[Tuple[int, int]], what: str):
+        """The decoded PIL RGB image of a frame (checked against ``size`` (H, W) when given)."""
+        return open_image(self.image_path(folder, frame, side), size, what=what)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -215,13 +224,12 @@ class MonoSequenceDataset(Dataset):
         frames: Dict[FrameId, List[torch.Tensor]] = {}
         native = None
         for fid in self.frame_ids:
+            what = f"frame {fid!r} of '{folder} {frame} {side}'"
             if fid == "s":
-                path = self.image_path(folder, frame, _other(side))
                 size = calib.size.get(self.SIDES[_other(side)], expected)
+                img = self._open_frame(folder, frame, _other(side), size or native, what)
             else:
-                path = self.image_path(folder, frame + fid, side)
-                size = expected
-            img = open_image(path, size or native, what=f"frame {fid!r} of '{folder} {frame} {side}'")
+                img = self._open_frame(folder, frame + fid, side, expected or native, what)
             if native is None:
                 native = (img.height, img.width)
             frames[fid] = self._pyramid(img, do_flip)
