@@ -91,3 +91,95 @@ def test_predict_cli_folder(synth, tmp_path, capsys):
 def test_predict_cli_missing_input(synth, tmp_path, capsys):
     rc = main(["predict", "--checkpoint", synth["ckpt"], str(tmp_path / "none.png"), "--out", str(tmp_path)])
     assert rc == 2 and "input not found" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def gt_file(synth):
+    from fmdepth.data.gt import save_gt_depths
+
+    _, gts = _dense_gt(synth["root"])
+    path = str(synth["base"] / "gt_depths.npz")
+    save_gt_depths(path, gts)
+    return path
+
+
+def test_evaluate_depth_checkpoint_json_csv(synth, gt_file, tmp_path, capsys):
+    split = os.path.join(synth["root"], "splits", "test_files.txt")
+    out_json, out_csv, disps = tmp_path / "m.json", tmp_path / "m.csv", tmp_path / "disps.npz"
+    rc = main(["evaluate", "depth", "--checkpoint", synth["ckpt"], "--data", synth["root"], "--split-file", split,
+               "--gt", gt_file, "--json", str(out_json), "--csv", str(out_csv), "--batch-size", "2",
+               "--num-workers", "0", "--save-pred", str(disps), "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Scaling ratios | med:" in out and "abs_rel" in out
+    res = json.loads(out_json.read_text())
+    assert set(METRIC_NAMES) <= set(res)
+    assert res["num_images"] == 5 and res["protocol"] == "eigen" and res["ratio_median"] > 0
+    assert all(np.isfinite(res[k]) for k in METRIC_NAMES)
+    rows = out_csv.read_text().strip().splitlines()
+    assert len(rows) == 6 and rows[0].startswith("index,folder,frame_index,side,abs_rel")
+    # the saved predictions, evaluated as external predictions, give the same numbers
+    out_json2 = tmp_path / "m2.json"
+    assert main(["evaluate", "depth", "--pred", str(disps), "--gt", gt_file, "--json", str(out_json2),
+                 "--no-progress"]) == 0
+    res2 = json.loads(out_json2.read_text())
+    for k in METRIC_NAMES:
+        assert res2[k] == pytest.approx(res[k], rel=1e-6)
+
+
+def test_evaluate_depth_external_predictions(synth, gt_file, tmp_path):
+    _, gts = _dense_gt(synth["root"])
+    # scaled disparities of a depth 3x the ground truth, at half resolution, saved under a custom key
+    preds = np.stack([1.0 / (3.0 * np.where(g > 0, g, 50.0)[::2, ::2]) for g in gts]).astype(np.float32)
+    np.savez(tmp_path / "p.npz", my_disps=preds)
+    out = tmp_path / "p.json"
+    assert main(["evaluate", "depth", "--pred", str(tmp_path / "p.npz"), "--gt", gt_file, "--json", str(out),
+                 "--protocol", "eigen_benchmark", "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert res["ratio_median"] == pytest.approx(1 / 3, rel=0.02)  # ratio = median(gt)/median(pred)
+    assert res["a1"] > 0.9 and res["abs_rel"] < 0.1
+    # a fixed scale instead of median scaling
+    assert main(["evaluate", "depth", "--pred", str(tmp_path / "p.npz"), "--gt", gt_file, "--json", str(out),
+                 "--protocol", "eigen_benchmark", "--fixed-scale", "0.3333333", "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert "ratio_median" not in res and res["fixed_scale"] == pytest.approx(1 / 3) and res["abs_rel"] < 0.1
+
+
+def test_evaluate_depth_bad_predictions(synth, gt_file, tmp_path, capsys):
+    preds = np.full((4, 64, 208), 0.1, dtype=np.float32)
+    np.savez(tmp_path / "short.npz", disps=preds)
+    assert main(["evaluate", "depth", "--pred", str(tmp_path / "short.npz"), "--gt", gt_file]) == 2
+    err = capsys.readouterr().err
+    assert "short.npz holds 4 predictions" in err and "gt_depths.npz holds 5" in err
+    preds = np.full((5, 64, 208), 0.1, dtype=np.float32)
+    preds[3, 10, 10] = np.nan
+    np.savez(tmp_path / "nan.npz", disps=preds)
+    assert main(["evaluate", "depth", "--pred", str(tmp_path / "nan.npz"), "--gt", gt_file, "--no-progress"]) == 2
+    assert "nan.npz frame 3: prediction contains 1 NaN" in capsys.readouterr().err
+    np.save(tmp_path / "obj.npy", np.array([np.zeros((2, 2)), None], dtype=object))
+    assert main(["evaluate", "depth", "--pred", str(tmp_path / "obj.npy"), "--gt", gt_file]) == 2
+    assert "without unpickling" in capsys.readouterr().err
+
+
+def test_evaluate_depth_wrong_architecture(synth, gt_file, tmp_path, capsys):
+    ckpt = torch.load(synth["ckpt"], weights_only=True)
+    ckpt["config"]["model"]["depth_layers"] = 34
+    torch.save(ckpt, tmp_path / "r34.pt")
+    split = os.path.join(synth["root"], "splits", "test_files.txt")
+    rc = main(["evaluate", "depth", "--checkpoint", str(tmp_path / "r34.pt"), "--data", synth["root"],
+               "--split-file", split, "--gt", gt_file])
+    assert rc == 2 and "r34.pt: the 'depth' weights do not fit" in capsys.readouterr().err
+
+
+def test_eval_depth_wrapper_same_arguments(synth, gt_file, tmp_path):
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location("eval_depth", os.path.join(here, "..", "evaluate", "eval_depth.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _, gts = _dense_gt(synth["root"])
+    np.savez(tmp_path / "d.npz", disps=np.stack([np.full(g.shape, 0.1, np.float32) for g in gts]))
+    out = tmp_path / "w.json"
+    assert mod.main(["--pred", str(tmp_path / "d.npz"), "--gt", gt_file, "--json", str(out), "--no-progress"]) == 0
+    assert set(METRIC_NAMES) <= set(json.loads(out.read_text()))

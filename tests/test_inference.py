@@ -43,8 +43,13 @@ def ckpt_path(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
-def test_depth_predictor_shapes_and_range(ckpt_path):
-    pred = DepthPredictor.from_checkpoint(ckpt_path, device="cpu")
+@pytest.fixture(scope="module")
+def predictor(ckpt_path):
+    return DepthPredictor.from_checkpoint(ckpt_path, device="cpu")
+
+
+def test_depth_predictor_shapes_and_range(predictor):
+    pred = predictor
     assert (pred.height, pred.width) == (H, W)
     images = torch.rand(2, 3, 50, 130)
     disp, depth = pred.predict(images)
@@ -105,12 +110,12 @@ def _write_images(folder, sizes):
             os.path.join(folder, f"img_{i}.png"))
 
 
-def test_predict_folder_end_to_end(ckpt_path, tmp_path):
+def test_predict_folder_end_to_end(predictor, tmp_path):
     from PIL import Image
 
     folder = tmp_path / "frames"
     _write_images(str(folder), [(60, 90), (60, 90), (45, 120)])  # mixed sizes in one batch
-    pred = DepthPredictor.from_checkpoint(ckpt_path)
+    pred = predictor
     out = tmp_path / "out"
     files = predict_inputs(pred, [str(folder)], str(out), batch_size=2, progress=False)
     assert len(files) == 9
@@ -128,7 +133,7 @@ def test_predict_folder_end_to_end(ckpt_path, tmp_path):
     assert not (alone / "img_0_depth.npy").exists()
 
 
-def test_predict_video_end_to_end(ckpt_path, tmp_path):
+def test_predict_video_end_to_end(predictor, tmp_path):
     import imageio.v2 as iio2
 
     video = tmp_path / "clip.mp4"
@@ -136,8 +141,7 @@ def test_predict_video_end_to_end(ckpt_path, tmp_path):
     with iio2.get_writer(str(video), fps=5, codec="libx264", macro_block_size=1) as writer:
         for _ in range(4):
             writer.append_data(rng.integers(0, 255, size=(48, 80, 3), dtype=np.uint8))
-    pred = DepthPredictor.from_checkpoint(ckpt_path)
-    files = predict_inputs(pred, [str(video)], str(tmp_path / "out"), batch_size=3, save="depth",
+    files = predict_inputs(predictor, [str(video)], str(tmp_path / "out"), batch_size=3, save="depth",
                            progress=False)
     pngs = sorted(f for f in files if f.endswith(".png"))
     assert [os.path.basename(p) for p in pngs] == [f"{i:06d}_disp.png" for i in range(4)]

@@ -68,6 +68,9 @@ def add_depth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-file", help="test split: a file of '<folder> <frame> <side>' lines, or a "
                    "split name (eigen, eigen_benchmark, ...; fetched and checksum-verified)")
     p.add_argument("--gt", help="ground truth .npz from `fmdepth export-gt` (default: export on the fly)")
+    p.add_argument("--dense-gt", action="store_true",
+                   help="when exporting GT on the fly from a synthetic dataset: use the renderer's dense "
+                        "depth instead of the projected velodyne scan")
     p.add_argument("--pred", help="external predictions .npz/.npy (scaled disparities, N x h x w)")
     p.add_argument("--protocol", choices=("auto", "eigen", "eigen_benchmark"), default="auto",
                    help="mask/crop rules (default auto: eigen_benchmark when the split name says so)")
@@ -222,7 +225,8 @@ def _load_gt(args, split_path):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "gt_depths.npz")
         print(f"-> exporting ground truth from {args.data} for {split_path}")
-        gt_module.export_gt(args.data, split_path, out)
+        gt_module.export_gt(args.data, split_path, out, dense=bool(getattr(args, "dense_gt", False)),
+                            progress=not getattr(args, "no_progress", False))
         return gt_module.load_gt_depths(out), f"ground truth exported from {args.data}"
 
 
@@ -254,9 +258,10 @@ def _write_csv(path: str, per_image, entries=None) -> None:
                         "" if math.isnan(m["ratio"]) else f"{m['ratio']:.6f}", m["num_pixels"]])
 
 
-def print_depth_report(result, out=sys.stdout) -> None:
+def print_depth_report(result, out=None) -> None:
     from fmdepth.metrics.depth import format_table
 
+    out = sys.stdout if out is None else out
     if result.median_scaling:
         print(f"   Mono evaluation: per-image median scaling (ratio = median(gt) / median(pred))", file=out)
         print(f"   Scaling ratios | med: {result.ratio_median:0.3f} | std: {result.ratio_std:0.3f}", file=out)
