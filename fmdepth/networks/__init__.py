@@ -5,3 +5,4 @@ from .depth import Conv3x3, ConvBlock, DepthDecoder, DepthNet
 from .pose import PoseDecoder, PoseNet
 from .feature import FeatureNet
 from .registration import AffineRegressor, PatchDiscriminator, ResnetTranslator, UNetFlow
+from .vgg import VGG19Features
