@@ -245,13 +245,25 @@ class DepthSystem(nn.Module):
         return StepOutput(loss=total, scalars=scalars, images=images)
 
     def _depth_step(self, batch, want_images: bool) -> StepOutput:
+        disps = self.depth_net(batch.net_frames[0])  # list over scales, (B, 1, H/2^s, W/2^s)
+        poses = self.predict_poses(batch)
+        return self.compute_losses(batch, disps, poses, want_images)
+
+    def compute_losses(self, batch, disps: List[torch.Tensor], poses: Dict[FrameId, torch.Tensor],
+                       want_images: bool = False) -> StepOutput:
+        """The depth objective for given disparities and poses (what ``training_step`` runs
+        after the depth and pose networks; callable directly, e.g. with ground-truth depth).
+
+        Args:
+            batch: a :class:`~fmdepth.data.DepthBatch`.
+            disps: disparities in [0, 1] per scale, scale s (B, 1, H/2**s, W/2**s), covering
+                ``loss.scales`` (and scale 0 for the feature-metric term).
+            poses: ``src_T_tgt`` (B, 4, 4) for every source frame id.
+        """
         cfg = self.loss_cfg
         target = batch.frames[0][0]  # (B, 3, H, W)
         height, width = target.shape[-2:]
         K, min_d, max_d = batch.K[0], self.model_cfg.min_depth, self.model_cfg.max_depth
-
-        disps = self.depth_net(batch.net_frames[0])  # list over scales, (B, 1, H/2^s, W/2^s)
-        poses = self.predict_poses(batch)
         sources = [batch.frames[f][0] for f in self.source_ids]
 
         identity = None
