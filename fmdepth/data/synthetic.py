@@ -73,6 +73,8 @@ LABELS: Dict[int, str] = {
 LABEL_IDS = {name: i for i, name in LABELS.items()}
 #: Bit set in a label when the surface is flat coloured (no texture).
 TEXTURELESS = 128
+#: ``label & CLASS_MASK`` is the class id without the textureless bit.
+CLASS_MASK = TEXTURELESS - 1
 
 CAMERA_HEIGHT = 1.65  # metres above the road (rectified cam0)
 CURB_HEIGHT = 0.15
@@ -170,7 +172,9 @@ def _atlas() -> _Atlas:
             img = img[..., None] * np.ones(3, np.float32)
             img = img / max(float(img.mean()), 1e-3) * 0.5  # normalise brightness before tinting
             img = np.clip(img * np.asarray(tint, np.float32) * 2.0, 0.0, 1.0)  # mean -> tint
-        img = img[..., :3]
+        # crop to a multiple of 2**(levels-1) so that every mip level tiles with the same period
+        m = 2 ** (_MIP_LEVELS - 1)
+        img = img[: img.shape[0] // m * m, : img.shape[1] // m * m, :3]
         b_row, w_row, h_row = [], [], []
         level = img
         for _ in range(_MIP_LEVELS):
@@ -485,9 +489,26 @@ def _shade(points, footprint, cos, rid, tables: _RectTables, colour: bool = True
         scale = np.ldexp(texel, lev)
         w = atlas.w32[ti, lev]
         h = atlas.h32[ti, lev]
-        col = np.floor(ca / scale).astype(np.int32) % w
-        row = np.floor(cb / scale).astype(np.int32) % h
-        out[idx] = atlas.data[atlas.base[ti, lev] + row * w + col]
+        # bilinear texel interpolation (texel centres at half-integers), wrapping at the tile edge
+        fu = ca / scale - 0.5
+        fv = cb / scale - 0.5
+        c0 = np.floor(fu)
+        r0 = np.floor(fv)
+        au = (fu - c0)[:, None]
+        av = (fv - r0)[:, None]
+        c0 = c0.astype(np.int32) % w
+        r0 = r0.astype(np.int32) % h
+        c1 = c0 + 1
+        c1[c1 == w] = 0
+        r1 = r0 + 1
+        r1[r1 == h] = 0
+        base = atlas.base[ti, lev]
+        row0 = base + r0 * w
+        row1 = base + r1 * w
+        data = atlas.data
+        top = data[row0 + c0] * (1 - au) + data[row0 + c1] * au
+        bot = data[row1 + c0] * (1 - au) + data[row1 + c1] * au
+        out[idx] = top * (1 - av) + bot * av
     out *= tables.shade[rid][:, None]
     if mark is not None and mark.size:
         out[mark] = 0.92 * tables.shade[rid[mark]][:, None]
