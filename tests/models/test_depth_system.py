@@ -255,3 +255,17 @@ def test_colorize_magma():
     img = colorize(torch.linspace(0, 1, 50).view(1, 5, 10))
     assert img.shape == (3, 5, 10) and img.min() >= 0 and img.max() <= 1
     assert img[:, 0, 0].sum() < img[:, -1, -1].sum()  # dark (low) to bright (high)
+
+
+@pytest.mark.parametrize("name,mode,fm,stereo", [("kitti_featdepth_r50_640x192", "depth", 1e-3, False),
+                                                 ("kitti_monodepth2_baseline_640x192", "joint", 0.0, False),
+                                                 ("kitti_featdepth_stereo_640x192", "depth", 1e-3, True)])
+def test_shipped_configs(name, mode, fm, stereo):
+    import os
+    from fmdepth.config import load_config
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    cfg = load_config(os.path.join(root, f"{name}.yaml"))
+    assert (cfg.loss.mode, cfg.loss.feature_metric, cfg.data.stereo) == (mode, fm, stereo)
+    assert (cfg.model.depth_layers, cfg.model.pose_layers, cfg.model.feature_layers) == (50, 18, 50)
+    assert cfg.data.frame_ids == [0, -1, 1] and (cfg.data.height, cfg.data.width) == (192, 640)
+    assert cfg.optim.lr == 1e-4 and cfg.optim.decay_epochs == [20, 30] and cfg.train.epochs == 40
