@@ -233,12 +233,17 @@ def load_gt_depths(path: str) -> List[np.ndarray]:
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable ground-truth file ({exc})") from None
     if arr is None:
-        if is_zip:
-            with zipfile.ZipFile(path) as zf, zf.open("data.npy") as fh:
-                arr = _read_npy_stream(io.BufferedReader(fh), path)
-        else:
-            with open(path, "rb") as fh:
-                arr = _read_npy_stream(fh, path)
+        try:
+            if is_zip:
+                with zipfile.ZipFile(path) as zf, zf.open("data.npy") as fh:
+                    arr = _read_npy_stream(io.BufferedReader(fh), path)
+            else:
+                with open(path, "rb") as fh:
+                    arr = _read_npy_stream(fh, path)
+        except (ValueError, KeyError, OSError, EOFError) as exc:
+            if str(exc).startswith(path):
+                raise
+            raise ValueError(f"{path}: not a readable ground-truth file ({exc})") from None
     if arr.dtype == object:
         maps = list(arr.ravel())
     elif arr.ndim == 3:
