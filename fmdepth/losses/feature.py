@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmdepth.geometry import inverse_warp
+
 from ._checks import as_compute, check_dims, check_min_size, check_tensor, compute_dtype
 from .photometric import photometric_error, robust_l1
 from .smoothness import first_order_terms, second_order_terms
@@ -53,8 +55,6 @@ def feature_metric_loss(feat_tgt: torch.Tensor, feats_src: Sequence[torch.Tensor
     Returns:
         scalar loss (0 when no pixel is valid).
     """
-    from fmdepth.geometry import inverse_warp
-
     check_tensor("feat_tgt", feat_tgt, "(B, C, h, w)")
     if isinstance(feats_src, torch.Tensor) or not isinstance(feats_src, (list, tuple)) or len(feats_src) == 0:
         raise ValueError("feats_src: expected a non-empty list of (B, C, h, w) tensors")

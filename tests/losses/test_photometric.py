@@ -85,6 +85,21 @@ def test_gradcheck_ssim_and_photometric_error():
     assert torch.autograd.gradcheck(ssim, (x, y))
     assert torch.autograd.gradcheck(lambda a, b: photometric_error(a, b, robust=True), (x, y))
     assert torch.autograd.gradcheck(lambda a, b: photometric_error(a, b), (x, y))
+    # smallest size (2 x 3: reflection folds every border back), and one input without grad
+    small_x = torch.rand(1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    small_y = torch.rand(1, 2, 2, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(ssim, (small_x, small_y))
+    assert torch.autograd.gradcheck(lambda b: ssim(small_y, b), (small_x,))
+
+
+def test_ssim_gradient_matches_autograd_of_reference():
+    x = torch.rand(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(2, 3, 9, 11, dtype=torch.float64)
+    gx, gy = torch.autograd.grad((ssim(x, y) * w).sum(), (x, y))
+    rx, ry = torch.autograd.grad((_reference_ssim(x, y) * w).sum(), (x, y))
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gy, ry)
 
 
 @pytest.mark.parametrize("robust", [False, True])
