@@ -204,3 +204,14 @@ def test_cuda_parity(cuda_device):
     torch.testing.assert_close(featurenet_loss([f.to(cuda_device) for f in feats], [r.to(cuda_device) for r in recons],
                                                image.to(cuda_device))[0].cpu(),
                                featurenet_loss(feats, recons, image)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_feature_metric_under_cpu_autocast():
+    src, depth, K = _setup(dtype=torch.float32)
+    tgt = torch.rand_like(src)
+    T = [_translation_x(2, 0.3, torch.float32)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = feature_metric_loss(tgt.bfloat16(), [src.bfloat16()], depth, T, K)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    torch.testing.assert_close(loss, feature_metric_loss(tgt.bfloat16().float(), [src.bfloat16().float()], depth, T, K),
+                               rtol=1e-2, atol=1e-2)

@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -210,3 +209,12 @@ def test_cuda_parity(cuda_device, camera):
     with torch.autocast("cuda", dtype=torch.float16):
         mi = mutual_information(x.to(cuda_device).half(), y.to(cuda_device).half())
     assert mi.dtype == torch.float32 and torch.isfinite(mi)
+
+
+def test_ncc_and_ngf_under_cpu_autocast(camera):
+    x, y = camera.float().bfloat16(), (1 - camera ** 2).float().bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ncc_v, ngf_v = local_ncc(x, y), ngf(x, y)
+    assert ncc_v.dtype == torch.float32 and ngf_v.dtype == torch.float32
+    torch.testing.assert_close(ncc_v, local_ncc(x.float(), y.float()))
+    torch.testing.assert_close(ngf_v, ngf(x.float(), y.float()))
