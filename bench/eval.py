@@ -20,7 +20,6 @@ usage:
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import tempfile

@@ -274,7 +274,7 @@ def print_depth_report(result, out=None) -> None:
 def run_depth(args) -> int:
     import numpy as np
 
-    from fmdepth.metrics.depth import DepthEvaluator, evaluate_depth_predictions
+    from fmdepth.metrics.depth import evaluate_depth_predictions
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -329,7 +329,6 @@ def run_depth(args) -> int:
 
 def _evaluate_checkpoint(args, split_path, entries, protocol, median_scaling, fixed_scale):
     """Batched DepthNet inference over the split, metrics computed batch by batch."""
-    import torch
     from torch.utils.data import DataLoader
 
     from fmdepth.data import KittiRawDataset, collate_depth
@@ -411,7 +410,7 @@ def run_pose(args) -> int:
     import numpy as np
     import torch
 
-    from fmdepth.inference import IMAGE_EXTS, PosePredictor, load_image, to_tensor
+    from fmdepth.inference import IMAGE_EXTS, PosePredictor, load_image, resize_images, to_tensor
     from fmdepth.metrics.pose import (
         align_trajectory,
         chain_relative_poses,
@@ -453,8 +452,6 @@ def run_pose(args) -> int:
     def frame(i):
         if i not in cache:
             img = to_tensor([load_image(os.path.join(image_dir, files[i]))])
-            from fmdepth.inference import resize_images
-
             cache[i] = resize_images(img, predictor.height, predictor.width)[0]
         return cache[i]
 
