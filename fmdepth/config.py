@@ -187,13 +187,63 @@ class TrainConfig:
 
 @dataclass
 class RegistrationConfig:
-    """Learned registration (owned by the registration system)."""
+    """Learned registration (owned by the registration system, fmdepth/models/registration.py).
 
-    method: str = "deformable"  # affine | deformable | translation
+    Data: ``data.dataset: registration_pairs`` with ``data.path`` a pair folder
+    (fixed/, moving/, optional landmarks_*/ and flow/), or ``fixed_video``/``moving_video``
+    (two videos or frame folders), or nothing: synthetic multimodal pairs from scikit-image
+    images. Images are resized to ``data.height`` x ``data.width``.
+    """
+
+    method: str = "deformable"  # affine | deformable | translation (NeMAR)
+    similarity: str = "mi"  # mse | ncc | mi | ngf | feature (affine / deformable)
+    diffeomorphic: bool = False  # deformable: predict a stationary velocity, integrate by scaling and squaring
+    integration_steps: int = 7  # scaling-and-squaring steps
+    unet_depth: int = 4  # U-Net down-sampling levels
+    unet_width: int = 16  # U-Net base width
+    affine_width: int = 16  # affine regressor base width
+    input_scale: float = 1.0  # networks see images resized by this factor; fields are upsampled back
+    smoothness: float = 0.05  # weight of the flow gradient smoothness (deformable)
+    supervised: float = 0.0  # weight of the end-point error to a known true flow (synthetic pairs only)
+    mi_bins: int = 32  # mutual-information histogram bins
+    mi_samples: int = 0  # MI on this many random pixels per image (0 = all pixels)
+    ncc_window: int = 9  # local NCC window
+    translator_width: int = 32  # NeMAR translator base width
+    translator_blocks: int = 4  # NeMAR translator residual blocks
+    discriminator_width: int = 64  # NeMAR PatchGAN base width
+    l1_weight: float = 1.0  # NeMAR L1 of both paths T(R(A)), R(T(A)) against B
+    gan_weight: float = 0.05  # NeMAR conditional GAN (generator) weight
+    bilateral_weight: float = 0.1  # NeMAR bilateral smoothness of the flow
+    bilateral_alpha: float = 10.0  # NeMAR bilateral edge sensitivity
+    fixed_video: str = ""  # train on two aligned-in-time videos / frame folders: the fixed one ...
+    moving_video: str = ""  # ... and the moving one
+    synthetic_pairs: int = 512  # training pairs synthesised on the fly when no data is given
+    val_pairs: int = 16  # validation pairs (synthetic, or held out of the pair folder)
+    synthetic_rms: float = 4.0  # RMS (pixels at data.height) of the synthetic smooth deformation
+    synthetic_affine: bool = False  # add a random affine to synthetic pairs
+    modalities: List[str] = field(default_factory=lambda: ["remap", "edges"])  # synthetic modality pairs
 
     def validate(self, prefix: str) -> None:
         _check(self.method in ("affine", "deformable", "translation"), f"{prefix}.method",
                "must be affine, deformable or translation")
+        _check(self.similarity in ("mse", "ncc", "mi", "ngf", "feature"), f"{prefix}.similarity",
+               f"must be mse, ncc, mi, ngf or feature, got '{self.similarity}'")
+        _check(1 <= self.integration_steps <= 20, f"{prefix}.integration_steps", "must be in [1, 20]")
+        _check(1 <= self.unet_depth <= 7, f"{prefix}.unet_depth", "must be in [1, 7]")
+        for k in ("unet_width", "affine_width", "translator_width", "discriminator_width", "mi_bins",
+                  "synthetic_pairs"):
+            _check(getattr(self, k) > 0, f"{prefix}.{k}", "must be > 0")
+        _check(self.translator_blocks >= 0, f"{prefix}.translator_blocks", "must be >= 0")
+        _check(0 < self.input_scale <= 1, f"{prefix}.input_scale", "must be in (0, 1]")
+        _check(self.ncc_window >= 3 and self.ncc_window % 2 == 1, f"{prefix}.ncc_window", "must be odd and >= 3")
+        for k in ("smoothness", "supervised", "l1_weight", "gan_weight", "bilateral_weight", "bilateral_alpha",
+                  "synthetic_rms", "mi_samples", "val_pairs"):
+            _check(getattr(self, k) >= 0, f"{prefix}.{k}", "must be >= 0")
+        _check(bool(self.fixed_video) == bool(self.moving_video), f"{prefix}.fixed_video",
+               "fixed_video and moving_video must be given together")
+        known = ("remap", "edges", "invert", "ihc", "channels", "same")
+        for m in self.modalities:
+            _check(m in known, f"{prefix}.modalities", f"unknown modality '{m}'; known: {', '.join(known)}")
 
 
 @dataclass
@@ -201,9 +251,52 @@ class SemanticConfig:
     """Joint semantic alignment + landmark detection (owned by the correspondence system)."""
 
     num_landmarks: int = 10  # K landmark heatmaps
+    trunk_layers: int = 18  # ResNet depth of the shared feature extractor (18/34/50/101/152)
+    pretrained: str = "none"  # trunk init: none | imagenet (torchvision download) | path to a ResNet state_dict
+    corr_radius: int = 3  # correlation-volume displacement radius, in stride-8 feature cells
+    train_images: List[str] = field(default_factory=lambda: [
+        "astronaut", "chelsea", "coffee", "immunohistochemistry", "hubble_deep_field", "camera", "coins",
+        "moon", "clock", "brick", "gravel", "grass", "colorwheel"])  # skimage.data images warped for training
+    val_images: List[str] = field(default_factory=lambda: [
+        "rocket", "cat", "page", "text", "retina"])  # held-out skimage.data images for validation pairs
+    real_pairs: str = ""  # folder with pairs.txt (real pairs, optional keypoints): train on these instead
+    init_checkpoint: str = ""  # start from the 'semantic' weights of this checkpoint (e.g. the synthetic stage's best.pt)
+    train_pairs: int = 2000  # synthetic pairs per epoch (generated on the fly from (seed, index))
+    val_pairs: int = 128  # held-out synthetic pairs for validation (PCK)
+    num_keypoints: int = 20  # keypoints per pair for PCK
+    max_rotation: float = 20.0  # random warp: rotation range (degrees)
+    max_scale: float = 1.2  # random warp: scale in [1/max_scale, max_scale]
+    max_translation: float = 0.1  # random warp: shift up to this fraction of the size
+    deform: float = 2.0  # random warp: std (pixels) of the smooth deformation
+    photometric_change: float = 0.2  # strength of the random gain/offset/gamma applied to image A
+    flow_weight: float = 1.0  # Laplace NLL of the flow error (synthetic pairs: true flow known)
+    photometric_weight: float = 0.0  # L1 of A vs B warped by the predicted flow (use for real pairs)
+    equivariance_weight: float = 1.0  # landmarks of A carried by the true warp land on those of B
+    joint_weight: float = 0.1  # landmarks of A carried by the predicted field land on those of B (uncertainty-weighted)
+    concentration_weight: float = 0.1  # spatial variance of each heatmap
+    separation_weight: float = 1.0  # hinge on landmark pairs closer than separation_margin
+    separation_margin: float = 0.1  # in units of max(H, W)
+    pck_alpha: float = 0.05  # PCK threshold alpha (x max(H, W)) selecting best.pt
 
     def validate(self, prefix: str) -> None:
         _check(self.num_landmarks > 0, f"{prefix}.num_landmarks", "must be > 0")
+        _check(self.trunk_layers in (18, 34, 50, 101, 152), f"{prefix}.trunk_layers",
+               f"must be one of 18, 34, 50, 101, 152, got {self.trunk_layers}")
+        _check(bool(self.pretrained), f"{prefix}.pretrained", "must be 'none', 'imagenet' or a path")
+        _check(self.corr_radius >= 1, f"{prefix}.corr_radius", "must be >= 1")
+        _check(self.real_pairs != "REQUIRED", f"{prefix}.real_pairs",
+               "set it to the folder holding pairs.txt (--set semantic.real_pairs=DIR)")
+        _check(len(self.train_images) > 0 or bool(self.real_pairs), f"{prefix}.train_images",
+               "need at least one skimage.data image name (or semantic.real_pairs)")
+        for k in ("train_pairs", "val_pairs", "num_keypoints"):
+            _check(getattr(self, k) > 0, f"{prefix}.{k}", f"must be > 0, got {getattr(self, k)}")
+        _check(self.max_scale >= 1.0, f"{prefix}.max_scale", f"must be >= 1, got {self.max_scale}")
+        for k in ("max_rotation", "max_translation", "deform", "photometric_change", "flow_weight",
+                  "photometric_weight", "equivariance_weight", "joint_weight", "concentration_weight",
+                  "separation_weight", "separation_margin"):
+            _check(getattr(self, k) >= 0, f"{prefix}.{k}", f"must be >= 0, got {getattr(self, k)}")
+        _check(self.photometric_change < 1.0, f"{prefix}.photometric_change", "must be < 1")
+        _check(0 < self.pck_alpha < 1, f"{prefix}.pck_alpha", f"must be in (0, 1), got {self.pck_alpha}")
 
 
 TASKS = ("depth", "registration", "semantic")

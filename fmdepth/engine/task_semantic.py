@@ -1,0 +1,56 @@
+"""The semantic task: joint semantic alignment + landmark detection (fmdepth.correspondence.semantic).
+
+``build(cfg)`` makes a :class:`~fmdepth.correspondence.semantic.SemanticSystem` from
+``cfg.semantic`` and training pairs:
+
+* default (``data.dataset: semantic_pairs``): synthetic pairs generated on the fly from the
+  scikit-image sample images ``semantic.train_images`` by known random warps (deterministic per
+  index and ``seed``); validation on warped pairs of the held-out ``semantic.val_images``;
+* ``semantic.init_checkpoint``: start from the ``semantic`` weights of an earlier run;
+* ``semantic.real_pairs: DIR`` (a folder with ``pairs.txt``): real pairs without a true field
+  (the flow and equivariance terms are skipped; the photometric and joint terms train the
+  aligner). Validation stays on the held-out synthetic pairs.
+
+Validation reports PCK@alpha (``pck@0.05``, ``pck@0.1``, ``semantic.pck_alpha``) and the mean
+end-point error; best.pt follows ``pck@<semantic.pck_alpha>`` (higher is better).
+"""
+from __future__ import annotations
+
+from fmdepth.engine.tasks import Task
+
+
+def build(cfg) -> Task:
+    from fmdepth.correspondence.semantic import (ImagePairDataset, SemanticAligner, SemanticSystem,
+                                                 WarpedPairDataset, make_validate)
+
+    d, s = cfg.data, cfg.semantic
+    if d.dataset != "semantic_pairs":
+        raise ValueError(f"config key 'data.dataset': the semantic task uses 'semantic_pairs', got "
+                         f"'{d.dataset}' (see configs/semantic_synthetic.yaml)")
+    aligner = SemanticAligner(num_landmarks=s.num_landmarks, trunk_layers=s.trunk_layers,
+                              pretrained=s.pretrained, corr_radius=s.corr_radius)
+    if s.init_checkpoint:
+        from fmdepth.engine.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(s.init_checkpoint)
+        if "semantic" not in ckpt["models"]:
+            raise ValueError(f"semantic.init_checkpoint: {s.init_checkpoint} holds no 'semantic' model "
+                             f"(models: {', '.join(ckpt['models'])})")
+        aligner.load_state_dict(ckpt["models"]["semantic"])
+    weights = {"flow": s.flow_weight, "photometric": s.photometric_weight,
+               "equivariance": s.equivariance_weight, "joint": s.joint_weight,
+               "concentration": s.concentration_weight, "separation": s.separation_weight}
+    system = SemanticSystem(aligner, weights, separation_margin=s.separation_margin)
+    warp = dict(height=d.height, width=d.width, num_keypoints=s.num_keypoints,
+                max_rotation=s.max_rotation, max_scale=s.max_scale, max_translation=s.max_translation,
+                deform=s.deform, photometric=s.photometric_change)
+    if s.real_pairs:
+        train_set = ImagePairDataset(s.real_pairs, d.height, d.width, s.num_keypoints)
+    else:
+        train_set = WarpedPairDataset(s.train_images, length=s.train_pairs, seed=cfg.seed, **warp)
+    val_set = WarpedPairDataset(s.val_images, length=s.val_pairs, seed=cfg.seed + 1_000_003, **warp) \
+        if s.val_images else None
+    alphas = sorted({0.05, 0.1, s.pck_alpha})
+    return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=None,
+                validate=make_validate(alphas) if val_set is not None else None,
+                best_metric=f"pck@{s.pck_alpha:g}", best_mode="max")
