@@ -165,6 +165,7 @@ class RegistrationEvaluator:
         for k in keys:
             vals = [float(r[k]) for r in self.rows if k in r]
             out[k] = float(np.mean(vals))
-        if any("lre_max" in r for r in self.rows):
-            out["lre_max"] = float(max(float(r["lre_max"]) for r in self.rows if "lre_max" in r))
+        for k in ("lre_max", "lre_max_before"):  # maxima over pairs, not means
+            if any(k in r for r in self.rows):
+                out[k] = float(max(float(r[k]) for r in self.rows if k in r))
         return out
