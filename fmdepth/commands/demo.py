@@ -22,13 +22,14 @@ examples:
 DEMO_DRIVES = 4
 DEMO_FRAMES = 40
 DEMO_SEED = 0
+DEMO_RENDER = (96, 320)  # rendered size (the network reads 64x224, see DEMO_CONFIG)
 
 # The settings of configs/synth_quick.yaml (tests check the two agree).
 DEMO_CONFIG = {
-    "data": {"dataset": "synthetic", "split": "splits", "height": 96, "width": 320, "num_workers": 0},
+    "data": {"dataset": "synthetic", "split": "splits", "height": 64, "width": 224, "num_workers": 0},
     "model": {"depth_layers": 18, "pose_layers": 18, "feature_layers": 18},
     "loss": {"feature_metric": 0.0, "scales": [0, 1, 2, 3]},
-    "optim": {"lr": 5.0e-4, "warmup_steps": 20, "decay_epochs": []},
+    "optim": {"lr": 3.0e-4, "warmup_steps": 20, "decay_epochs": []},
     "train": {"epochs": 100, "max_steps": 400, "batch_size": 4, "log_every": 10,
               "image_every": 100, "val_every": 100, "ckpt_every": 100},
 }
@@ -69,7 +70,7 @@ def _render(data_dir: str, seed: int, progress: bool) -> str:
 
     info_path = os.path.join(data_dir, "synth_info.json")
     want = {"seed": seed, "drives": DEMO_DRIVES, "frames": DEMO_FRAMES,
-            "height": DEMO_CONFIG["data"]["height"], "width": DEMO_CONFIG["data"]["width"]}
+            "height": DEMO_RENDER[0], "width": DEMO_RENDER[1]}
     if os.path.isfile(info_path):
         with open(info_path, encoding="utf-8") as fh:
             info = json.load(fh)

@@ -616,6 +616,7 @@ class Trainer:
         stop_reason = "epochs" if self.step >= total else ""
         self._rng_after_step = get_rng_state()
         self.system.train()
+        restore_sigterm = _sigterm_as_interrupt()
         try:
             while not stop_reason and self.epoch < tc.epochs:
                 self.sampler.set_epoch(self.epoch)
@@ -688,6 +689,7 @@ class Trainer:
             self._close_logs()
             raise
         finally:
+            restore_sigterm()
             bar.close()
             self._close_logs()
         return TrainResult(
@@ -715,6 +717,24 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------ helpers
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (schedulers, ``kill``) like Ctrl-C during training: last.pt gets written.
+
+    Returns a function restoring the previous handler. No-op outside the main thread.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch (CPU + CUDA); optionally make cuDNN deterministic."""
     random.seed(seed)

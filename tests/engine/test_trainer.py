@@ -175,3 +175,23 @@ def test_too_small_dataset_is_a_clear_error(tmp_path):
 def test_bad_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_sigterm_writes_last_checkpoint(tmp_path):
+    import signal
+
+    task = tiny_task()
+    original = task.system.training_step
+
+    def step_then_kill(batch, step, want_images=False):
+        if step == 5:  # like a cluster scheduler ending the job
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(batch, step, want_images)
+
+    task.system.training_step = step_then_kill
+    before = signal.getsignal(signal.SIGTERM)
+    run = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(), run, task=task, progress=False)
+    assert load_checkpoint(os.path.join(run, "checkpoints", "last.pt"))["step"] in (5, 6)
+    assert signal.getsignal(signal.SIGTERM) == before  # handler restored
