@@ -1,11 +1,310 @@
-"""`fmdepth register` (under construction in this session; replaced by its owner)."""
-HELP = "(under construction)"
-DESCRIPTION = HELP
+"""`fmdepth register`: align a moving image (or video) to a fixed one."""
+from __future__ import annotations
+
+import json
+import os
+
+HELP = "register a moving image/video to a fixed one (affine, deformable, NeMAR; per pair or learned)"
+
+DESCRIPTION = """Register a moving image to a fixed image (e.g. infrared to RGB, one microscope channel to
+another) and write:
+
+  OUT/warped.png        the moving image resampled onto the fixed grid
+  OUT/flow.npy          (2, H, W) float32 displacement in pixels on the fixed grid, [0] = dx, [1] = dy:
+                        fixed pixel p corresponds to moving pixel p + flow[:, p] (moving pixel units)
+  OUT/overlay.png       alpha blend of fixed and warped
+  OUT/checkerboard.png  alternating tiles of fixed and warped
+  OUT/result.json       method, time, landmark errors before/after, notes
+
+Per pair (optimisation over a multi-resolution pyramid, progress bar):
+  --method affine|deformable|translation, --similarity mi|ngf|ncc|mse|feature (affine/deformable).
+  Use mi or ngf across modalities; ncc/mse only for similar intensities. `translation` is NeMAR
+  per pair (a small translator + flow, L1 on both paths, bilateral smoothness).
+Learned (fast): --checkpoint CKPT from `fmdepth train --config configs/registration_*.yaml`.
+
+Videos: --fixed-video/--moving-video (or --fixed/--moving given as video files or frame folders)
+register frame by frame and write OUT/frames/NNNNNN.png and OUT/overlay.mp4. Different lengths or
+frame rates are errors unless --on-mismatch truncate.
+
+Images of different sizes: the moving image is resampled to the fixed size (reported) and the flow
+is expressed in the original moving pixels. Different channel counts: registered on luminance.
+
+examples:
+  fmdepth register --fixed rgb.png --moving ir.png --method deformable --similarity mi --out reg_out
+  fmdepth register --fixed a.png --moving b.png --method affine --similarity ngf --out aff \\
+      --landmarks-fixed a.csv --landmarks-moving b.csv
+  fmdepth register --fixed a.png --moving b.png --method deformable --init nbb --out reg_nbb
+  fmdepth register --checkpoint runs/reg/checkpoints/best.pt --fixed a.png --moving b.png --out fast
+  fmdepth register --checkpoint runs/reg/checkpoints/best.pt --fixed-video rgb.mp4 \\
+      --moving-video ir.mp4 --out video_out
+"""
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser) -> None:
+    parser.add_argument("--fixed", help="fixed image (or video file / frame folder)")
+    parser.add_argument("--moving", help="moving image (or video file / frame folder)")
+    parser.add_argument("--fixed-video", help="fixed video file or frame folder")
+    parser.add_argument("--moving-video", help="moving video file or frame folder")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--method", choices=("affine", "deformable", "translation"), default="deformable",
+                        help="per-pair method (default: deformable; ignored with --checkpoint)")
+    parser.add_argument("--similarity", choices=("mi", "ngf", "ncc", "mse", "feature"), default="mi",
+                        help="similarity for affine/deformable (default: mi)")
+    parser.add_argument("--checkpoint", help="learned registration checkpoint (fast inference)")
+    parser.add_argument("--landmarks-fixed", help="CSV of x,y landmarks on the fixed image")
+    parser.add_argument("--landmarks-moving", help="CSV of the corresponding x,y landmarks on the moving image")
+    parser.add_argument("--init", choices=("identity", "affine", "nbb"), default="identity",
+                        help="deformable/translation start: identity, a per-pair affine stage, or an "
+                             "affine fitted to neural best-buddy matches (default: identity)")
+    parser.add_argument("--iterations", default=None,
+                        help="iterations per pyramid level, coarse to fine, e.g. 150,100,60 (or one number)")
+    parser.add_argument("--levels", type=int, default=3, help="pyramid levels (default: 3)")
+    parser.add_argument("--grid-spacing", type=int, default=16,
+                        help="control-grid spacing in pixels of the finest level (1 = dense; default: 16)")
+    parser.add_argument("--smoothness", type=float, default=0.05, help="flow smoothness weight (default: 0.05)")
+    parser.add_argument("--diffeomorphic", action="store_true",
+                        help="deformable: optimise a stationary velocity field (scaling and squaring)")
+    parser.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam", help="default: adam")
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay weight of the warped image (default: 0.5)")
+    parser.add_argument("--on-mismatch", choices=("error", "truncate"), default="error",
+                        help="videos of different lengths / frame rates: error (default) or pair by index")
+    parser.add_argument("--fps", type=float, default=0.0, help="output video fps (default: the input's, else 10)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args):
-    raise NotImplementedError("fmdepth register is not built yet")
+def _parse_iterations(text):
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--iterations: expected integers like 150,100,60, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"--iterations: expected non-negative integers, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def overlay_image(fixed, warped, alpha: float = 0.5):
+    """(C, H, W) numpy images in [0, 1] -> (3, H, W) alpha blend (grey promoted to RGB)."""
+    import numpy as np
+
+    f = np.repeat(fixed, 3, 0) if fixed.shape[0] == 1 else fixed
+    w = np.repeat(warped, 3, 0) if warped.shape[0] == 1 else warped
+    return np.clip((1 - alpha) * f + alpha * w, 0, 1)
+
+
+def checkerboard_image(fixed, warped, tiles: int = 8):
+    """(C, H, W) images -> (3, H, W) checkerboard of ``tiles`` x ``tiles`` alternating tiles."""
+    import numpy as np
+
+    f = np.repeat(fixed, 3, 0) if fixed.shape[0] == 1 else fixed
+    w = np.repeat(warped, 3, 0) if warped.shape[0] == 1 else warped
+    _, h, wd = f.shape
+    yy, xx = np.mgrid[0:h, 0:wd]
+    mask = ((yy * tiles // h + xx * tiles // wd) % 2).astype(bool)
+    return np.where(mask[None], w, f)
+
+
+class _Registrar:
+    """Holds the method (per pair or learned) and registers one (fixed, moving) pair."""
+
+    def __init__(self, args, notes):
+        import torch
+
+        self.args, self.notes = args, notes
+        self.device = torch.device(args.device)
+        self.system = None
+        if args.checkpoint:
+            from fmdepth.models.registration import load_registration_checkpoint
+
+            self.system = load_registration_checkpoint(args.checkpoint).to(self.device)
+            notes.append(f"learned {self.system.method} registration from {args.checkpoint}")
+
+    def __call__(self, fixed, moving, show_progress=True):
+        """fixed, moving: (C, H, W) numpy (same H, W) -> (flow (2,H,W) numpy, warped (C,H,W), seconds, affine)."""
+        import torch
+
+        from fmdepth.models.registration import register_pair
+
+        a = self.args
+        f = torch.from_numpy(fixed)[None].to(self.device)
+        m = torch.from_numpy(moving)[None].to(self.device)
+        if self.system is not None:
+            res = self.system.register(f, m)
+        else:
+            init = None
+            kw = dict(levels=a.levels, optimizer=a.optimizer, progress=show_progress and not a.quiet, device=self.device)
+            if a.method != "affine" and a.init == "affine":
+                init = register_pair(f, m, "affine", a.similarity, **kw).affine
+            elif a.method != "affine" and a.init == "nbb":
+                init = _nbb_affine(fixed, moving)
+            elif a.method == "affine" and a.init == "nbb":
+                init = _nbb_affine(fixed, moving)
+            res = register_pair(f, m, a.method, a.similarity, iterations=_parse_iterations(a.iterations),
+                                smoothness=a.smoothness, grid_spacing=a.grid_spacing, diffeomorphic=a.diffeomorphic,
+                                init_affine=init, **kw)
+        affine = None if res.affine is None else res.affine.detach().cpu().numpy()
+        return (res.flow[0].detach().cpu().numpy(), res.warped[0].detach().cpu().numpy(), res.seconds, affine)
+
+
+def _nbb_affine(fixed, moving):
+    """Initial (2, 3) affine fixed -> moving from neural best buddies (CORRESPONDENCE)."""
+    import numpy as np
+    import torch
+
+    try:
+        from fmdepth.correspondence import find_best_buddies, fit_affine
+    except ImportError as exc:
+        raise ValueError(f"--init nbb needs fmdepth.correspondence.find_best_buddies and fit_affine, "
+                         f"which are not available ({exc}); use --init affine or identity") from None
+    fa = np.repeat(fixed, 3, 0) if fixed.shape[0] == 1 else fixed
+    ma = np.repeat(moving, 3, 0) if moving.shape[0] == 1 else moving
+    nbb = find_best_buddies(torch.from_numpy(fa), torch.from_numpy(ma))
+    pa, pb = np.asarray(torch.as_tensor(nbb.points_a).cpu()), np.asarray(torch.as_tensor(nbb.points_b).cpu())
+    if len(pa) < 3:
+        raise ValueError(f"--init nbb: only {len(pa)} best-buddy pairs found, need >= 3 for an affine")
+    A = fit_affine(torch.as_tensor(pa, dtype=torch.float32), torch.as_tensor(pb, dtype=torch.float32), robust=True)
+    return torch.as_tensor(A, dtype=torch.float32)[:2]
+
+
+def _prepare_pair(fixed, moving, notes, name_f="fixed", name_m="moving"):
+    """Resample moving to the fixed size and reconcile channels; returns (fixed, moving_rs, scale)."""
+    from fmdepth.data.pairs import _resize
+
+    (cf, hf, wf), (cm, hm, wm) = fixed.shape, moving.shape
+    scale = None
+    if (hf, wf) != (hm, wm):
+        notes.append(f"{name_m} is {wm}x{hm} and {name_f} is {wf}x{hf}: moving resampled to {wf}x{hf}; "
+                     f"flow.npy is in original moving pixels")
+        moving = _resize(moving, hf, wf)
+        scale = ((wm - 1) / max(wf - 1, 1), (hm - 1) / max(hf - 1, 1))
+    if cf != cm:
+        notes.append(f"{name_f} has {cf} channel(s), {name_m} has {cm}: registered on luminance, "
+                     f"warped image keeps the moving channels")
+    return fixed, moving, scale
+
+
+def _to_moving_pixels(flow, scale):
+    """Express a fixed-grid flow (resampled-moving pixels) in original moving pixels."""
+    import numpy as np
+
+    if scale is None:
+        return flow
+    _, h, w = flow.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([(xs + flow[0]) * scale[0] - xs, (ys + flow[1]) * scale[1] - ys]).astype(np.float32)
+
+
+def _run_pair(args, registrar, notes) -> int:
+    import numpy as np
+
+    from fmdepth.data.pairs import load_image, read_landmarks, save_image
+    from fmdepth.metrics.registration import landmark_error
+
+    fixed = load_image(args.fixed)
+    moving_orig = load_image(args.moving)
+    fixed, moving, scale = _prepare_pair(fixed, moving_orig, notes)
+    lf = lm = None
+    if bool(args.landmarks_fixed) != bool(args.landmarks_moving):
+        raise ValueError("--landmarks-fixed and --landmarks-moving must be given together")
+    if args.landmarks_fixed:
+        lf = read_landmarks(args.landmarks_fixed, fixed.shape[1], fixed.shape[2])
+        lm = read_landmarks(args.landmarks_moving, moving_orig.shape[1], moving_orig.shape[2])
+        if len(lf) != len(lm):
+            raise ValueError(f"landmark counts differ: {args.landmarks_fixed} has {len(lf)} points, "
+                             f"{args.landmarks_moving} has {len(lm)}")
+    flow, warped, seconds, affine = registrar(fixed, moving)
+    flow = _to_moving_pixels(flow, scale)
+    os.makedirs(args.out, exist_ok=True)
+    save_image(os.path.join(args.out, "warped.png"), warped)
+    np.save(os.path.join(args.out, "flow.npy"), flow.astype(np.float32))
+    save_image(os.path.join(args.out, "overlay.png"), overlay_image(fixed, warped, args.alpha))
+    save_image(os.path.join(args.out, "checkerboard.png"), checkerboard_image(fixed, warped))
+    method = registrar.system.method if registrar.system is not None else args.method
+    result = {"method": method, "similarity": None if registrar.system is not None else args.similarity,
+              "seconds": seconds, "notes": notes, "affine": None if affine is None else affine.tolist()}
+    for n in notes:
+        print(f"note: {n}")
+    print(f"registered {args.moving} -> {args.fixed} ({method}) in {seconds:.2f} s")
+    if lf is not None:
+        before, after = landmark_error(lf, lm, None), landmark_error(lf, lm, flow)
+        result["landmarks_before"], result["landmarks_after"] = before, after
+        print(f"landmark error before: mean {before['lre_mean']:.2f} px  median {before['lre_median']:.2f}  "
+              f"max {before['lre_max']:.2f}  ({before['num_landmarks']} landmarks)")
+        print(f"landmark error after:  mean {after['lre_mean']:.2f} px  median {after['lre_median']:.2f}  "
+              f"max {after['lre_max']:.2f}")
+    with open(os.path.join(args.out, "result.json"), "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2)
+    print(f"wrote warped.png, flow.npy, overlay.png, checkerboard.png, result.json to {args.out}")
+    return 0
+
+
+def _run_video(args, registrar, notes, fixed_src, moving_src) -> int:
+    import imageio.v2 as iio2
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from fmdepth.data.pairs import check_video_pair, read_frames, save_image
+
+    n, fps, mismatch = check_video_pair(fixed_src, moving_src, args.on_mismatch)
+    notes.extend(mismatch)
+    for note in notes:
+        print(f"note: {note}")
+    fps = args.fps or fps or 10.0
+    frames_dir = os.path.join(args.out, "frames")
+    os.makedirs(frames_dir, exist_ok=True)
+    video_path = os.path.join(args.out, "overlay.mp4")
+    writer = iio2.get_writer(video_path, format="ffmpeg", fps=fps, macro_block_size=1)
+    total = 0.0
+    try:
+        bar = tqdm(zip(read_frames(fixed_src), read_frames(moving_src)), total=n, desc="register frames",
+                   disable=args.quiet)
+        for i, (fixed, moving) in enumerate(bar):
+            if i >= n:
+                break
+            frame_notes = []
+            fixed, moving, _ = _prepare_pair(fixed, moving, frame_notes, "fixed frame", "moving frame")
+            if i == 0:
+                for note in frame_notes:
+                    print(f"note: {note}")
+                    notes.append(note)
+            _, warped, seconds, _ = registrar(fixed, moving, show_progress=False)
+            total += seconds
+            save_image(os.path.join(frames_dir, f"{i:06d}.png"), warped)
+            blend = overlay_image(fixed, warped, args.alpha)
+            writer.append_data((np.transpose(blend, (1, 2, 0)) * 255 + 0.5).astype(np.uint8))
+    finally:
+        writer.close()
+    with open(os.path.join(args.out, "result.json"), "w", encoding="utf-8") as fh:
+        json.dump({"frames": n, "fps": fps, "seconds": total, "notes": notes}, fh, indent=2)
+    print(f"registered {n} frames in {total:.2f} s ({total / max(n, 1):.3f} s/frame); "
+          f"wrote {frames_dir}/ and {video_path}")
+    return 0
+
+
+def run(args) -> int:
+    from fmdepth.data.pairs import is_video
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha: expected a value in [0, 1], got {args.alpha}")
+    if args.levels < 1:
+        raise ValueError(f"--levels: must be >= 1, got {args.levels}")
+    _parse_iterations(args.iterations)
+    fixed_video = args.fixed_video or (args.fixed if args.fixed and (is_video(args.fixed) or os.path.isdir(args.fixed))
+                                       else None)
+    moving_video = args.moving_video or (args.moving if args.moving and (is_video(args.moving) or os.path.isdir(args.moving))
+                                         else None)
+    notes = []
+    if fixed_video or moving_video:
+        if not (fixed_video and moving_video):
+            raise ValueError("video registration needs both a fixed and a moving video (or frame folder)")
+        if args.landmarks_fixed:
+            raise ValueError("--landmarks-* apply to single image pairs, not videos")
+        return _run_video(args, _Registrar(args, notes), notes, fixed_video, moving_video)
+    if not args.fixed or not args.moving:
+        raise ValueError("give --fixed and --moving images (or --fixed-video and --moving-video)")
+    for p in (args.fixed, args.moving):
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"input not found: {p}")
+    return _run_pair(args, _Registrar(args, notes), notes)
