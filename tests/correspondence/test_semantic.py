@@ -1,0 +1,175 @@
+"""Semantic alignment + landmarks: soft-argmax, losses on hand values, PCK, data, one step, task."""
+import math
+
+import pytest
+import torch
+
+from fmdepth.correspondence.semantic import (SemanticAligner, SemanticSystem, WarpedPairDataset,
+                                             carry_points, concentration_loss, laplace_nll,
+                                             local_correlation, pck, random_warp_flow,
+                                             separation_loss, soft_argmax)
+
+
+def test_soft_argmax_of_a_delta_is_its_location():
+    logits = torch.full((2, 3, 6, 7), -1e4)
+    where = [[(1, 2), (5, 0), (3, 6)], [(0, 0), (2, 2), (4, 5)]]  # (row, col)
+    for bi, row in enumerate(where):
+        for k, (y, x) in enumerate(row):
+            logits[bi, k, y, x] = 0.0
+    lm, probs = soft_argmax(logits)
+    expect = torch.tensor([[[x, y] for y, x in row] for row in where], dtype=torch.float32)
+    torch.testing.assert_close(lm, expect)
+    torch.testing.assert_close(probs.sum((-2, -1)), torch.ones(2, 3))
+    # on a stride-4 grid, cell (2, 3) is centred at pixel ((3 + .5) * 4 - .5, (2 + .5) * 4 - .5)
+    lm4, _ = soft_argmax(logits[:1, :1], stride=4)
+    torch.testing.assert_close(lm4, torch.tensor([[[2 * 4 + 1.5, 1 * 4 + 1.5]]]))
+
+
+def test_soft_argmax_is_the_mean_of_a_two_point_heatmap():
+    logits = torch.full((1, 1, 1, 5), -1e4)
+    logits[0, 0, 0, 1] = logits[0, 0, 0, 3] = 0.0
+    lm, probs = soft_argmax(logits)
+    torch.testing.assert_close(lm, torch.tensor([[[2.0, 0.0]]]))
+    # variance of a 50/50 mass at x = 1 and 3 around 2 is 1 (pixels^2); /scale^2 with scale 2
+    torch.testing.assert_close(concentration_loss(probs, lm), torch.tensor(1.0))
+    torch.testing.assert_close(concentration_loss(probs, lm, scale=2.0), torch.tensor(0.25))
+    # a delta has zero variance
+    d = torch.full((1, 1, 3, 3), -1e4)
+    d[0, 0, 1, 1] = 0
+    lmd, pd = soft_argmax(d)
+    assert concentration_loss(pd, lmd) < 1e-6
+
+
+def test_separation_hinge_on_hand_values():
+    lm = torch.tensor([[[0.0, 0.0], [3.0, 4.0], [100.0, 0.0]]])  # distances 5, 100, ~96.1
+    # margin 10: only the pair at distance 5 is penalised, by 10 - 5; mean over 3 pairs
+    torch.testing.assert_close(separation_loss(lm, margin=10.0), torch.tensor(5.0 / 3))
+    torch.testing.assert_close(separation_loss(lm, margin=0.1, scale=100.0), torch.tensor(0.05 / 3))
+    assert separation_loss(lm, margin=4.0) == 0
+    assert separation_loss(lm[:, :1], margin=10.0) == 0
+    lm.requires_grad_(True)
+    separation_loss(lm, margin=10.0).backward()
+    assert torch.isfinite(lm.grad).all() and lm.grad[0, 0].abs().sum() > 0
+
+
+def test_laplace_nll_on_hand_values():
+    torch.testing.assert_close(laplace_nll(torch.tensor([2.0, -2.0]), torch.tensor([1.0, math.e])),
+                               torch.tensor([2.0, 2.0 / math.e + 1.0]))
+
+
+def test_pck_on_hand_values():
+    target = torch.zeros(4, 2)
+    pred = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 0.0], [0.0, 5.1]])
+    assert pck(pred, target, 0.05, (100, 80)) == 0.5  # threshold 5 px: distances 0, 5, 6, 5.1
+    assert pck(pred, target, 0.1, (100, 80)) == 1.0
+    assert pck(pred, target, 0.05, (100, 80), mask=torch.tensor([True, True, False, False])) == 1.0
+    with pytest.raises(ValueError, match="no keypoints"):
+        pck(pred, target, 0.05, (100, 80), mask=torch.zeros(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="pred and target"):
+        pck(pred, target[:2], 0.05, (10, 10))
+
+
+def test_local_correlation_finds_a_known_shift():
+    g = torch.Generator().manual_seed(0)
+    fb = torch.randn(1, 16, 9, 9, generator=g)
+    fa = torch.roll(fb, shifts=(-1, 2), dims=(2, 3))  # a(p) = b(p + (dx=-2, dy=1))
+    corr = local_correlation(fa, fb, radius=2)
+    best = corr[0, :, 3:6, 3:6].argmax(0)  # interior, away from the roll's wrap-around
+    assert (best == (1 + 2) * 5 + (-2 + 2)).all()
+
+
+def test_carry_points_by_a_constant_flow():
+    flow = torch.zeros(1, 2, 10, 12)
+    flow[:, 0], flow[:, 1] = 1.5, -2.0
+    pts = torch.tensor([[[3.0, 4.0], [0.0, 9.0]]])
+    torch.testing.assert_close(carry_points(pts, flow), pts + torch.tensor([1.5, -2.0]))
+
+
+def test_warped_pairs_are_deterministic_and_consistent():
+    ds = WarpedPairDataset(["astronaut", "camera"], height=48, width=48, length=10, seed=3,
+                           photometric=0.0, deform=1.0)
+    x, y = ds[4], ds[4]
+    for k in x:
+        assert torch.equal(x[k], y[k]), k
+    assert not torch.equal(ds[5]["flow"], x["flow"])
+    assert WarpedPairDataset(["astronaut"], 48, 48, length=2, seed=4)[0]["flow"].shape == (2, 48, 48)
+    # A(p) == B(p + flow(p)) at the keypoints (no photometric change)
+    from fmdepth.correspondence.semantic import sample_at
+
+    ok = x["keypoints_valid"]
+    va = sample_at(x["image_a"][None], x["keypoints_a"][None])[0][ok]
+    vb = sample_at(x["image_b"][None], x["keypoints_b"][None])[0][ok]
+    assert ok.sum() >= 10
+    assert (va - vb).abs().mean() < 0.03
+    with pytest.raises(ValueError, match="multiples of 8"):
+        WarpedPairDataset(height=50, width=48)
+    with pytest.raises(ValueError, match="not a scikit-image sample"):
+        WarpedPairDataset(["no_such_image"])
+
+
+def test_random_warp_flow_is_smooth_and_bounded():
+    import numpy as np
+
+    flow = random_warp_flow(32, 32, np.random.default_rng(0), max_rotation=10, max_scale=1.1,
+                            max_translation=0.05, deform=1.0)
+    assert flow.shape == (2, 32, 32) and torch.isfinite(flow).all()
+    assert flow.abs().max() < 10 and flow.diff(dim=2).abs().max() < 1.0
+
+
+def test_one_training_step_is_finite_and_learns():
+    torch.manual_seed(0)
+    ds = WarpedPairDataset(["astronaut"], height=32, width=32, length=4, seed=0)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(2)])
+    aligner = SemanticAligner(num_landmarks=4)
+    system = SemanticSystem(aligner, {"photometric": 0.5})
+    out = system.training_step(batch, 0, want_images=True)
+    assert torch.isfinite(out.loss)
+    assert {"flow", "photometric", "equivariance", "joint", "concentration", "separation", "epe"} <= set(out.scalars)
+    assert out.images["b_warped_to_a"].shape == (3, 32, 32)
+    out.loss.backward()
+    grads = [p.grad for p in aligner.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    pred = aligner(batch["image_a"], batch["image_b"])
+    assert pred["flow"].shape == (2, 2, 32, 32) and pred["sigma"].min() > 0
+    assert pred["landmarks_a"].shape == (2, 4, 2)
+    assert set(system.trainable_models()) == {"semantic"}
+    with pytest.raises(ValueError, match="unknown loss weights"):
+        SemanticSystem(aligner, {"flwo": 1.0})
+    with pytest.raises(ValueError, match="multiple of 8"):
+        aligner(torch.rand(1, 3, 30, 32), torch.rand(1, 3, 30, 32))
+
+
+def test_semantic_task_builds_from_the_config(tmp_path):
+    from fmdepth.config import ConfigError, load_config
+    from fmdepth.engine.tasks import build_task
+
+    cfg = load_config("configs/semantic_synthetic.yaml",
+                      ["semantic.train_images=[astronaut]", "semantic.val_images=[camera]",
+                       "semantic.val_pairs=2", "semantic.train_pairs=3", "data.height=32", "data.width=32"])
+    task = build_task(cfg)
+    assert len(task.train_set) == 3 and len(task.val_set) == 2
+    assert task.best_metric == "pck@0.05" and task.best_mode == "max"
+    loader = torch.utils.data.DataLoader(task.val_set, batch_size=2)
+    metrics = task.validate(task.system, loader, torch.device("cpu"))
+    assert set(metrics) >= {"pck@0.05", "pck@0.1", "epe"} and 0 <= metrics["pck@0.05"] <= 1
+    with pytest.raises(ConfigError, match="semantic.separation_margin"):
+        load_config("configs/semantic_synthetic.yaml", ["semantic.separation_margin=-1"])
+    with pytest.raises(ConfigError, match="semantic.real_pairs"):
+        load_config("configs/semantic_real.yaml")
+
+
+@pytest.mark.slow
+def test_semantic_training_through_the_engine(tmp_path):
+    from fmdepth.config import load_config
+    from fmdepth.engine.trainer import train
+
+    cfg = load_config("configs/semantic_synthetic.yaml",
+                      ["semantic.train_images=[astronaut]", "semantic.val_images=[camera]",
+                       "semantic.val_pairs=4", "semantic.train_pairs=8", "data.height=32",
+                       "data.width=32", "train.batch_size=4", "train.epochs=1", "train.device=cpu"])
+    train(cfg, str(tmp_path / "run"), progress=False)
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    from fmdepth.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pt"))
+    assert "semantic" in ckpt["models"]
