@@ -23,29 +23,65 @@ SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 
 
-def _box3_valid(z: torch.Tensor) -> torch.Tensor:
-    """Sum of each 3x3 neighbourhood divided by 9, 'valid' region: (..., H+2, W+2) -> (..., H, W)."""
-    h = z[..., :-2] + z[..., 1:-1] + z[..., 2:]  # (..., H+2, W)
-    return (h[..., :-2, :] + h[..., 1:-1, :] + h[..., 2:, :]) / 9.0  # (..., H, W)
+def _box3_valid(z: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sum of each 3x3 neighbourhood divided by 9, 'valid' region: (..., H+2, W+2) -> (..., H, W).
+
+    Separable sums of shifted views accumulated in place (call without autograd recording);
+    written into ``out`` when given.
+    """
+    h = z[..., :-2] + z[..., 1:-1]  # (..., H+2, W)
+    h += z[..., 2:]
+    out = torch.add(h[..., :-2, :], h[..., 1:-1, :], out=out)  # (..., H, W)
+    out += h[..., 2:, :]
+    del h
+    return out.div_(9.0)
+
+
+def _box3_full(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`_box3_valid`: (..., H, W) -> (..., H+2, W+2) (zero-pad by 2, same sums)."""
+    return _box3_valid(F.pad(g, (2, 2, 2, 2)))
+
+
+def _ssim_from_stats(stats: torch.Tensor, c: int):
+    """SSIM and its factors from the (B, 5C, H, W) local means [mu_x, mu_y, E[x^2], E[y^2], E[xy]].
+
+    ``S = a b / (cc d)`` with ``a = 2 mu_x mu_y + C1``, ``b = 2 cov + C2``, ``cc = mu_x^2 + mu_y^2 + C1``,
+    ``d = var_x + var_y + C2``. In-place arithmetic (no autograd); the operation order makes S exactly
+    1 for identical inputs.
+    """
+    mu_x, mu_y, e_xx, e_yy, e_xy = stats.split(c, dim=1)
+    mu_xy = mu_x * mu_y
+    b = (e_xy - mu_xy).mul_(2.0).add_(SSIM_C2)
+    a = mu_xy.mul_(2.0).add_(SSIM_C1)
+    mu_xx = mu_x * mu_x
+    mu_yy = mu_y * mu_y
+    cc = (mu_xx + mu_yy).add_(SSIM_C1)
+    d = mu_xx.neg_().add_(e_xx).add_(mu_yy.neg_().add_(e_yy)).add_(SSIM_C2)  # var_x + var_y + C2
+    del mu_yy
+    den = cc * d
+    return (a * b).div_(den), mu_x, mu_y, a, b, cc, d, den
 
 
 class _SSIMFunction(torch.autograd.Function):
     """SSIM map with a hand-written backward (first-order only).
 
     Forward: one reflection pad of ``[x, y]``, one separable 3x3 box filter over the stacked
-    ``[x, y, x^2, y^2, xy]``. Backward: the chain rule through ``S = A B / (C D)`` to the five local
+    ``[x, y, x^2, y^2, xy]``. Backward: the chain rule through ``S = a b / (cc d)`` to the five local
     means, one 'full' box filter (the adjoint of the valid one: zero-pad by 2, same sums), the
     products' rule back to the padded inputs, and the reflection pad's adjoint. It saves only the
-    padded inputs and the local means (autograd's graph of ~30 elementwise ops would save many
-    more full-size tensors and build a zero-filled gradient for every shifted view).
+    padded inputs and the local means and works in place, so its peak memory stays below the
+    autograd graph of the usual five-pool formulation.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         padded = F.pad(torch.cat([x, y], dim=1), (1, 1, 1, 1), mode="reflect")  # (B, 2C, H+2, W+2)
-        xp, yp = padded[:, :c], padded[:, c:]
-        stats = _box3_valid(torch.cat([padded, padded * padded, xp * yp], dim=1))  # (B, 5C, H, W)
+        bsz, _, hp, wp = padded.shape
+        stats = padded.new_empty((bsz, 5 * c, hp - 2, wp - 2))  # local means of [x, y, x^2, y^2, xy]
+        _box3_valid(padded, out=stats[:, :2 * c])
+        _box3_valid(padded * padded, out=stats[:, 2 * c:4 * c])
+        _box3_valid(padded[:, :c] * padded[:, c:], out=stats[:, 4 * c:])
         ctx.save_for_backward(x, y, padded, stats)
         return _ssim_from_stats(stats, c)[0]
 
@@ -56,39 +92,34 @@ class _SSIMFunction(torch.autograd.Function):
         c = x.shape[1]
         s, mu_x, mu_y, a, b, cc, d, den = _ssim_from_stats(stats, c)
         g_den = grad / den
-        d_a = g_den * b
-        d_b = g_den * a
-        gs = grad * s
-        d_d = -gs / d
-        t1 = d_a - d_b
-        t2 = -gs / cc - d_d
-        g_stats = torch.cat([2.0 * (mu_y * t1 + mu_x * t2),  # d/d mu_x
-                             2.0 * (mu_x * t1 + mu_y * t2),  # d/d mu_y
-                             d_d, d_d,  # d/d E[x^2], d/d E[y^2]
-                             2.0 * d_b], dim=1)  # d/d E[xy]
-        g = _box3_valid(F.pad(g_stats, (2, 2, 2, 2)))  # (B, 5C, H+2, W+2)
-        g_x, g_y, g_xx, g_yy, g_xy = g.split(c, dim=1)
+        del den
+        d_a = b.mul_(g_den)  # dS/da = g b / den
+        d_b = a.mul_(g_den)  # dS/db = g a / den
+        del g_den
+        gs = s.mul_(grad)
+        d_d = gs.div(d).neg_()  # dS/dd = -g S / d
+        del d
+        t2 = gs.div_(cc).neg_().sub_(d_d)  # dS/dcc - dS/dd
+        del cc
+        t1 = d_a.sub_(d_b)  # dS/da - dS/db
+        # gradients w.r.t. the padded [x, y, x^2, y^2, xy] through the box filter's adjoint;
+        # d/dE[x^2] = d/dE[y^2] = dS/dd, so one box serves both
+        g_sq = _box3_full(d_d)
+        del d_d
+        g_xy = _box3_full(d_b.mul_(2.0))
+        del d_b
         xp, yp = padded[:, :c], padded[:, c:]
         grad_x = grad_y = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.reflection_pad2d_backward(g_x + 2.0 * xp * g_xx + yp * g_xy, x, [1, 1, 1, 1])
+            g = _box3_full(torch.mul(mu_y, t1).addcmul_(mu_x, t2).mul_(2.0))  # d/d mu_x
+            g.addcmul_(xp, g_sq, value=2.0).addcmul_(yp, g_xy)
+            grad_x = torch.ops.aten.reflection_pad2d_backward(g, x, [1, 1, 1, 1])
+            del g
         if ctx.needs_input_grad[1]:
-            grad_y = torch.ops.aten.reflection_pad2d_backward(g_y + 2.0 * yp * g_yy + xp * g_xy, y, [1, 1, 1, 1])
+            g = _box3_full(torch.mul(mu_x, t1).addcmul_(mu_y, t2).mul_(2.0))  # d/d mu_y
+            g.addcmul_(yp, g_sq, value=2.0).addcmul_(xp, g_xy)
+            grad_y = torch.ops.aten.reflection_pad2d_backward(g, y, [1, 1, 1, 1])
         return grad_x, grad_y
-
-
-def _ssim_from_stats(stats: torch.Tensor, c: int):
-    """SSIM and its factors from the (B, 5C, H, W) local means [mu_x, mu_y, E[x^2], E[y^2], E[xy]]."""
-    mu_x, mu_y, e_xx, e_yy, e_xy = stats.split(c, dim=1)
-    mu_xy = mu_x * mu_y
-    mu_xx = mu_x * mu_x
-    mu_yy = mu_y * mu_y
-    a = 2.0 * mu_xy + SSIM_C1
-    b = 2.0 * (e_xy - mu_xy) + SSIM_C2
-    cc = mu_xx + mu_yy + SSIM_C1
-    d = (e_xx - mu_xx) + (e_yy - mu_yy) + SSIM_C2
-    den = cc * d
-    return a * b / den, mu_x, mu_y, a, b, cc, d, den
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
