@@ -73,7 +73,8 @@ def add_depth_arguments(p: argparse.ArgumentParser) -> None:
                         "depth instead of the projected velodyne scan")
     p.add_argument("--pred", help="external predictions .npz/.npy (scaled disparities, N x h x w)")
     p.add_argument("--protocol", choices=("auto", "eigen", "eigen_benchmark"), default="auto",
-                   help="mask/crop rules (default auto: eigen_benchmark when the split name says so)")
+                   help="mask/crop rules (default auto: eigen_benchmark when the split name/path contains "
+                        "'eigen_benchmark', else eigen)")
     p.add_argument("--fixed-scale", type=float, default=None,
                    help="disable median scaling and multiply predictions by this (5.4 for stereo models)")
     p.add_argument("--post-process", action="store_true", help="flip post-processing (2 forward passes)")
@@ -178,8 +179,8 @@ def resolve_split(split: str) -> str:
 def _protocol(args, split_path: str) -> str:
     if args.protocol != "auto":
         return args.protocol
-    names = f"{args.split_file or ''} {split_path or ''} {args.gt or ''}"
-    return "eigen_benchmark" if "benchmark" in names else "eigen"
+    names = f"{args.split_file or ''} {split_path or ''}"
+    return "eigen_benchmark" if "eigen_benchmark" in names else "eigen"
 
 
 def load_predictions(path: str):
