@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -297,13 +298,20 @@ def _item(path: str, prefix: str) -> List[InputItem]:
 
 
 def count_video_frames(path: str) -> Optional[int]:
+    """Frame count from the container's metadata (fps x duration; None when unknown).
+
+    Only used for the progress bar's total, so it never decodes the video.
+    """
     try:
         import imageio.v2 as iio2
 
-        with iio2.get_reader(path, "ffmpeg") as reader:
-            n = reader.count_frames()
-        return int(n) if n and n > 0 else None
-    except Exception:  # counting is only for the progress bar
+        with iio2.get_reader(path) as reader:
+            meta = reader.get_meta_data()
+        n = meta.get("nframes")
+        if n is None or not math.isfinite(float(n)):
+            n = float(meta.get("fps", 0)) * float(meta.get("duration", 0))
+        return int(round(float(n))) if n and float(n) > 0 else None
+    except Exception:  # the count is only cosmetic
         return None
 
 
