@@ -15,8 +15,9 @@ reference/fmdepth, peak memory of one step of each (fresh subprocess each; CPU: 
 process' peak RSS, CUDA: ``torch.cuda.max_memory_allocated``) and the largest absolute
 difference between the two losses and all gradients.
 
-    python bench/warp.py                        # 192x640, batch 4, CPU
-    python bench/warp.py --repeats 5 --device cuda
+    python bench/warp.py                        # 192x640, batch 4, CPU, 1 thread
+    python bench/warp.py --threads 2 --repeats 5
+    python bench/warp.py --repeats 20 --device cuda
 """
 import argparse
 import json
@@ -166,6 +167,58 @@ def step(which, inputs, ref, size):
     return loss.detach(), grads
 
 
+def geometry_only(which, inputs, ref, size, depths):
+    """The warps alone: 2 sources x every scale's depth, forward + backward (grads to depth and pose)."""
+    depths = [d.clone().requires_grad_() for d in depths]
+    poses = [(a.clone().requires_grad_(), t.clone().requires_grad_()) for a, t in inputs["poses"]]
+    T = [pose_vec_to_matrix(a, t) for a, t in poses]
+    total = 0.0
+    for depth in depths:
+        for src, T_i in zip(inputs["sources"], T):
+            if which == "reference":
+                pix = ref.project(ref.backproject(depth, inputs["inv_K4"]), inputs["K4"], T_i)
+                warped = F.grid_sample(src, pix, padding_mode="border", align_corners=True)
+            else:
+                warped = inverse_warp(src, depth, T_i, inputs["K"], padding_mode="border")[0]
+            total = total + warped.mean()
+    total.backward()
+
+
+def photometric_only(which, inputs, ref, preds):
+    """The photometric errors alone: one per (scale, source) against the target, forward + backward."""
+    preds = [p.clone().requires_grad_() for p in preds]
+    target = inputs["target"]
+    total = 0.0
+    for pred in preds:
+        if which == "reference":
+            err = 0.85 * ref.ssim(pred, target).mean(1, True) + 0.15 * (pred - target).abs().mean(1, True)
+        else:
+            err = photometric_error(pred, target)
+        total = total + err.mean()
+    total.backward()
+
+
+def compare(args, device, dtype, eps_ref):
+    """Run both on the same inputs; return |loss diff|, max |grad diff|, relative L2 of the gradients."""
+    inputs = make_inputs(args, device, dtype)
+    ref = Reference(args.batch, args.height, args.width, device, dtype)
+    ref.project.eps = eps_ref
+    loss_r, grads_r = step("reference", inputs, ref, (args.height, args.width))
+    loss_f, grads_f = step("fmdepth", inputs, ref, (args.height, args.width))
+    diff_loss = (loss_r - loss_f).abs().item()
+    diff_grad = max((a - b).abs().max().item() for a, b in zip(grads_r, grads_f))
+    rel = max(((a - b).norm() / a.norm().clamp(min=1e-30)).item() for a, b in zip(grads_r, grads_f))
+    return diff_loss, diff_grad, rel
+
+
+def timed(fn, device):
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -204,7 +257,10 @@ def memory_in_subprocess(which, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-only", which, "--height", str(args.height),
            "--width", str(args.width), "--batch", str(args.batch), "--scales", str(args.scales),
            "--device", args.device, "--threads", str(args.threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    # A fixed mmap threshold makes glibc return every freed block >= 64 KiB to the OS, so the process'
+    # resident set follows the live tensors (otherwise freed heap memory is reused invisibly).
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_mib"]
 
 
@@ -214,9 +270,10 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--scales", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads (default 1: stable timings on a shared machine)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--memory-only", choices=["reference", "fmdepth"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -231,39 +288,52 @@ def main(argv=None):
     inputs = make_inputs(args, device)
     ref = Reference(args.batch, args.height, args.width, device)
     size = (args.height, args.width)
+    with torch.no_grad():
+        depths = [disp_to_depth(F.interpolate(d, size, mode="bilinear", align_corners=False), MIN_DEPTH, MAX_DEPTH)[1]
+                  for d in inputs["disps"]]
+        T = [pose_vec_to_matrix(a, t) for a, t in inputs["poses"]]
+        preds = [inverse_warp(src, depth, T_i, inputs["K"], padding_mode="border")[0]
+                 for depth in depths for src, T_i in zip(inputs["sources"], T)]
 
-    # correctness first: same inputs, same maths
-    loss_r, grads_r = step("reference", inputs, ref, size)
-    loss_f, grads_f = step("fmdepth", inputs, ref, size)
-    diff_loss = (loss_r - loss_f).abs().item()
-    diff_grad = max((a - b).abs().max().item() for a, b in zip(grads_r, grads_f))
-    rel_grad = max(((a - b).abs().max() / a.abs().max().clamp(min=1e-30)).item() for a, b in zip(grads_r, grads_f))
-
-    times = {"reference": [], "fmdepth": []}
+    cases = {
+        "full step": {w: (lambda w=w: step(w, inputs, ref, size)) for w in ("reference", "fmdepth")},
+        "  warps only (geometry + grid_sample)": {
+            w: (lambda w=w: geometry_only(w, inputs, ref, size, depths)) for w in ("reference", "fmdepth")},
+        "  photometric errors only (SSIM + L1)": {
+            w: (lambda w=w: photometric_only(w, inputs, ref, preds)) for w in ("reference", "fmdepth")},
+    }
+    for fns in cases.values():  # warm-up (grid caches, allocator)
+        for fn in fns.values():
+            fn()
+    times = {name: {"reference": [], "fmdepth": []} for name in cases}
     for r in range(args.repeats):
-        order = ("reference", "fmdepth") if r % 2 == 0 else ("fmdepth", "reference")  # interleaved
-        for which in order:
-            sync(device)
-            t0 = time.perf_counter()
-            step(which, inputs, ref, size)
-            sync(device)
-            times[which].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        for name, fns in cases.items():
+            order = ("reference", "fmdepth") if r % 2 == 0 else ("fmdepth", "reference")  # interleaved
+            for which in order:
+                times[name][which].append(timed(fns[which], device))
 
     print(f"warp benchmark: {args.scales}-scale warp of 2 sources + photometric error + per-pixel min, "
           f"forward+backward, B={args.batch} {args.height}x{args.width}, device={args.device}, "
           f"threads={args.threads}, repeats={args.repeats}")
-    print(f"  reference (Monodepth2-style) median {med['reference'] * 1e3:8.1f} ms")
-    print(f"  fmdepth                      median {med['fmdepth'] * 1e3:8.1f} ms")
-    print(f"  speed-up reference/fmdepth   {med['reference'] / med['fmdepth']:.2f}x")
+    print(f"  {'':40s} {'reference':>20s} {'fmdepth':>20s}   ratio ref/fmdepth (median, min)")
+    for name, t in times.items():
+        mr, mf = statistics.median(t["reference"]), statistics.median(t["fmdepth"])
+        nr, nf = min(t["reference"]), min(t["fmdepth"])
+        print(f"  {name:40s} {mr * 1e3:9.1f} ms (min {nr * 1e3:6.1f}) {mf * 1e3:9.1f} ms (min {nf * 1e3:6.1f})"
+              f"   {mr / mf:.2f}x, {nr / nf:.2f}x")
     if not args.no_memory:
         mem_r = memory_in_subprocess("reference", args)
         mem_f = memory_in_subprocess("fmdepth", args)
         kind = "CUDA max_memory_allocated" if args.device == "cuda" else "peak RSS growth"
-        print(f"  peak memory of one step ({kind}): reference {mem_r:.1f} MiB, fmdepth {mem_f:.1f} MiB "
+        print(f"  peak memory of one full step ({kind}): reference {mem_r:.1f} MiB, fmdepth {mem_f:.1f} MiB "
               f"(ratio {mem_r / max(mem_f, 1e-9):.2f})")
-    print(f"  max |loss difference| {diff_loss:.3e}; max |gradient difference| {diff_grad:.3e} "
-          f"(relative to the largest gradient: {rel_grad:.3e})")
+    d_loss, d_grad, rel = compare(args, device, torch.float32, eps_ref=1e-7)
+    print(f"  float32 outputs: |loss difference| {d_loss:.2e}; max |gradient difference| {d_grad:.2e}; "
+          f"relative L2 gradient difference {rel:.2e}")
+    small = argparse.Namespace(**{**vars(args), "height": max(args.height // 4, 16), "width": max(args.width // 4, 16)})
+    d_loss, d_grad, rel = compare(small, device, torch.float64, eps_ref=0.0)
+    print(f"  float64 at {small.height}x{small.width}, reference without its +1e-7 in the division: "
+          f"|loss difference| {d_loss:.2e}; max |gradient difference| {d_grad:.2e} (same maths)")
     return 0
 
 
