@@ -6,6 +6,11 @@ odometry layout (sequences/NN, poses/NN.txt), dense ground-truth depth + surface
 gt/, and split files under splits/ (train/val frames have both neighbours; the last drives form
 the disjoint test split). Deterministic for a seed. The folder appears only when complete.
 
+Ground truth: gt/<folder>/depth/NNNNNNNNNN.npy is camera-2 z in metres at pixel centres, 0 for
+sky; labels/NNNNNNNNNN.npy holds uint8 surface ids (0 sky, 1 road, 2 lane marking, 3 sidewalk,
+4 curb, 5 grass, 6 building, 7 parked car, 8 moving car, 9 pole) + 128 when the surface is
+textureless; depth_03/, labels_03/ hold the right camera; poses_02.txt camera-to-world poses.
+
 examples:
   fmdepth synth --out data/synth                                 # 3 drives x 40 frames, 375x1242
   fmdepth synth --out data/tiny --drives 2 --frames 12 --height 96 --width 320

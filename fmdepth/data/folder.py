@@ -26,7 +26,6 @@ import numpy as np
 
 from .kitti import EntriesArg, MonoSequenceDataset, _Calib
 from .kitti_io import open_image
-from .splits import Entry
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")

@@ -11,7 +11,7 @@ from fmdepth.data import (DepthBatch, ImageFolderDataset, KittiOdometryDataset, 
                           collate_depth)
 from fmdepth.data.augment import ColorJitterParams
 from fmdepth.data.kitti_io import RawCalibration
-from fmdepth.data.splits import read_split, write_split
+from fmdepth.data.splits import read_split
 from fmdepth.geometry import inverse_warp, scale_intrinsics
 
 DATE = "2011_09_26"
