@@ -228,3 +228,26 @@ def test_loader_with_workers_is_deterministic(synth_root):
     b1, b2 = first_batch(), first_batch()
     assert b1.meta == b2.meta
     assert torch.equal(b1.net_frames[0], b2.net_frames[0]) and torch.equal(b1.K[0], b2.K[0])
+
+
+def test_corrupt_image_with_skip_missing_falls_back_and_reports(broken_root):
+    drive = f"{DATE}/{DATE}_drive_0001_sync"
+    target = broken_root / DATE / f"{DATE}_drive_0001_sync" / "image_02" / "data" / "0000000002.png"
+    target.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    ds = _make(str(broken_root), split=[(drive, 2, "l"), (drive, 3, "r")], skip_missing=True)
+    with pytest.warns(UserWarning, match=r"skipping entry 0 .*0000000002\.png: corrupt"):
+        sample = ds[0]
+    assert sample.meta == (drive, 3, "r") and sample.index == 0
+
+
+def test_jpg_frames(broken_root):
+    data = broken_root / DATE / f"{DATE}_drive_0001_sync" / "image_02" / "data"
+    for png in list(data.glob("*.png")):
+        Image.open(png).convert("RGB").save(png.with_suffix(".jpg"), quality=95)
+        png.unlink()
+    drive = f"{DATE}/{DATE}_drive_0001_sync"
+    ds = _make(str(broken_root), split=[(drive, 2, "l")], img_ext=".jpg")
+    s = ds[0]
+    assert s.frames[1][0].shape == (3, H, W) and s.K[0].shape == (3, 3)
+    with pytest.raises(FileNotFoundError, match=r"0000000002\.png"):
+        _make(str(broken_root), split=[(drive, 2, "l")])
