@@ -9,10 +9,7 @@ from fmdepth.config import ConfigError, LossConfig, ModelConfig, config_from_dic
 from fmdepth.geometry import intrinsics_pyramid, invert_intrinsics
 from fmdepth.models import DepthSystem, build_depth_system, colorize
 
-try:  # DATA's batch container; the system only reads the contract's attributes
-    from fmdepth.data import DepthBatch
-except ImportError:  # pragma: no cover - until fmdepth.data lands
-    DepthBatch = None
+from fmdepth.data import DepthBatch
 
 B, H, W = 1, 64, 64
 SMALL = dict(depth_layers=18, pose_layers=18, feature_layers=18)
@@ -28,10 +25,7 @@ def make_batch(frames, stereo_T=None, num_scales=4):
     fields = dict(frames=pyramids, net_frames=dict(frames), K=Ks, K_inv=[invert_intrinsics(k) for k in Ks],
                   stereo_T=stereo_T, depth_gt=None, label=None, index=torch.arange(b),
                   meta=[("synthetic", i, "l") for i in range(b)])
-    if DepthBatch is not None:
-        return DepthBatch(**fields)
-    from types import SimpleNamespace
-    return SimpleNamespace(**fields)
+    return DepthBatch(**fields)
 
 
 def stereo_T(b, baseline=0.1):
