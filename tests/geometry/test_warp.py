@@ -188,11 +188,27 @@ def test_gradcheck_inverse_warp_image_depth_pose():
     axisangle = (torch.randn(B, 3, dtype=d) * 0.05).requires_grad_()
     translation = (torch.randn(B, 3, dtype=d) * 0.2).requires_grad_()
 
-    def fn(image, depth, axisangle, translation):
+    K = K.requires_grad_()
+
+    def fn(image, depth, axisangle, translation, K):
         return inverse_warp(image, depth, pose_vec_to_matrix(axisangle, translation), K)[0]
 
-    assert torch.autograd.gradcheck(fn, (image, depth, axisangle, translation), eps=1e-6, atol=1e-6,
-                                        fast_mode=True)
+    assert torch.autograd.gradcheck(fn, (image, depth, axisangle, translation, K), eps=1e-6, atol=1e-6,
+                                    fast_mode=True)
+
+
+def test_inverse_warp_without_autograd_and_without_depth_grad():
+    B, H, W = 2, 6, 7
+    K = make_K(B, H, W)
+    image, depth, T = torch.rand(B, 3, H, W), torch.rand(B, 1, H, W) + 1, _random_pose(B, torch.float32)
+    expected, _ = inverse_warp(image, depth, T, K)
+    with torch.inference_mode():
+        torch.testing.assert_close(inverse_warp(image, depth, T, K)[0], expected)
+    # only the pose needs a gradient (e.g. a frozen depth network)
+    axisangle = torch.zeros(B, 3, requires_grad=True)
+    warped, _ = inverse_warp(image, depth, pose_vec_to_matrix(axisangle, T[:, :3, 3]), K)
+    warped.sum().backward()
+    assert axisangle.grad is not None and torch.isfinite(axisangle.grad).all()
 
 
 def test_gradcheck_flow_affine_homography():
