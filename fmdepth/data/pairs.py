@@ -352,6 +352,8 @@ def make_pair(size: Tuple[int, int] = (96, 96), modality: str = "remap", image: 
         crop: fraction of the base image's shorter side to crop (random position); None = random
             in [0.5, 0.9].
     """
+    from scipy import ndimage
+
     height, width = int(size[0]), int(size[1])
     if height < 16 or width < 16:
         raise ValueError(f"size: expected at least 16x16, got {size}")
@@ -384,7 +386,9 @@ def make_pair(size: Tuple[int, int] = (96, 96), modality: str = "remap", image: 
 
     margin = max(2, int(0.08 * min(height, width)))
     lf = _landmarks(fixed[0], num_landmarks, margin, rng)
-    disp = np.stack([_sample_np(flow[i:i + 1], lf[:, 0], lf[:, 1])[0] for i in range(2)], axis=1)
+    # bilinear, as the landmark metric samples flows (so the true flow scores exactly 0)
+    disp = np.stack([ndimage.map_coordinates(flow[i].astype(np.float64), [lf[:, 1], lf[:, 0]], order=1,
+                                             mode="nearest") for i in range(2)], axis=1)
     lm = lf + disp
     keep = (lm[:, 0] >= 0) & (lm[:, 0] <= width - 1) & (lm[:, 1] >= 0) & (lm[:, 1] <= height - 1)
     return RegistrationPair(fixed=fixed, moving=moving, flow=flow, landmarks_fixed=lf[keep],

@@ -1,0 +1,92 @@
+"""Synthetic multimodal pairs, pair folders, landmark files, video pairs."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fmdepth.data.pairs import (MODALITIES, PairFolderDataset, check_video_pair, collate_pairs, load_image,
+                                make_pair, read_landmarks, write_landmarks, write_pair_folder)
+from fmdepth.geometry import flow_warp
+from fmdepth.metrics.registration import sample_flow_at
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_make_pair_shapes_and_ranges(modality):
+    p = make_pair((48, 64), modality=modality, image="astronaut", affine=True, rms=2.0, seed=1, num_landmarks=10)
+    assert p.fixed.shape == (1, 48, 64) and p.moving.shape == (1, 48, 64) and p.flow.shape == (2, 48, 64)
+    assert 0 <= p.fixed.min() and p.fixed.max() <= 1 and p.fixed.std() > 0.02 and p.moving.std() > 0.02
+    assert p.landmarks_fixed.shape == p.landmarks_moving.shape and len(p.landmarks_fixed) >= 5
+
+
+def test_true_flow_reproduces_fixed_and_landmarks():
+    p = make_pair((64, 64), modality="same", image="camera", affine=True, rms=3.0, seed=4)
+    warped, valid = flow_warp(torch.from_numpy(p.moving)[None], torch.from_numpy(p.flow)[None])
+    inner = valid[0, 0].clone()
+    inner[:6], inner[-6:], inner[:, :6], inner[:, -6:] = False, False, False, False
+    err = (warped[0, 0] - torch.from_numpy(p.fixed[0])).abs()[inner]
+    assert err.mean() < 0.02  # bilinear vs cubic resampling only
+    np.testing.assert_allclose(p.landmarks_fixed + sample_flow_at(p.flow, p.landmarks_fixed),
+                               p.landmarks_moving, atol=1e-3)
+
+
+def test_smooth_flow_rms():
+    p = make_pair((96, 96), rms=5.0, seed=0)
+    assert np.sqrt((p.flow ** 2).sum(0).mean()) == pytest.approx(5.0, rel=1e-4)
+
+
+def test_landmark_file_errors(tmp_path):
+    good = tmp_path / "a.csv"
+    write_landmarks(str(good), np.array([[1.0, 2.0], [3.5, 4.0]]))
+    np.testing.assert_allclose(read_landmarks(str(good), 10, 10), [[1.0, 2.0], [3.5, 4.0]])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,4,5\n")
+    with pytest.raises(ValueError, match=r"bad.csv:3"):
+        read_landmarks(str(bad))
+    with pytest.raises(ValueError, match="outside the 4x4 image"):
+        read_landmarks(str(good), 4, 4)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("x,y\n")
+    with pytest.raises(ValueError, match="no landmarks"):
+        read_landmarks(str(empty))
+    with pytest.raises(FileNotFoundError):
+        read_landmarks(str(tmp_path / "missing.csv"))
+
+
+def test_non_image_file(tmp_path):
+    f = tmp_path / "notes.png"
+    f.write_text("this is not an image")
+    with pytest.raises(ValueError, match="not a readable image"):
+        load_image(str(f))
+
+
+def test_pair_folder_dataset_and_count_mismatch(tmp_path):
+    pairs = [make_pair((40, 40), seed=i, name=f"p{i}", num_landmarks=6) for i in range(2)]
+    root = write_pair_folder(str(tmp_path / "pairs"), pairs)
+    ds = PairFolderDataset(root, height=32, width=32)
+    batch = collate_pairs([ds[0], ds[1]])
+    assert batch.fixed.shape == (2, 1, 32, 32) and batch.flow.shape == (2, 2, 32, 32)
+    assert len(batch.landmarks_fixed) == 2
+    write_landmarks(os.path.join(root, "landmarks_moving", "p1.csv"), pairs[1].landmarks_moving[:3])
+    with pytest.raises(ValueError, match="3 moving landmarks"):
+        PairFolderDataset(root)[1]
+
+
+def test_video_pair_mismatch(tmp_path):
+    import imageio.v2 as iio2
+
+    def write(path, n, fps):
+        w = iio2.get_writer(str(path), format="ffmpeg", fps=fps, macro_block_size=1)
+        for i in range(n):
+            w.append_data(np.full((16, 16, 3), 20 * i, np.uint8))
+        w.close()
+
+    write(tmp_path / "a.mp4", 4, 10)
+    write(tmp_path / "b.mp4", 3, 10)
+    write(tmp_path / "c.mp4", 4, 5)
+    with pytest.raises(ValueError, match="different lengths"):
+        check_video_pair(str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"))
+    n, _, notes = check_video_pair(str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), on_mismatch="truncate")
+    assert n == 3 and notes
+    with pytest.raises(ValueError, match="frame rates differ"):
+        check_video_pair(str(tmp_path / "a.mp4"), str(tmp_path / "c.mp4"))
