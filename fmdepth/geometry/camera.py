@@ -86,9 +86,13 @@ def _inverse_and_det(K: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def _singular(K: torch.Tensor, det: torch.Tensor) -> torch.Tensor:
-    """Bool tensor (no sync): any K non-finite or numerically singular (relative to its scale)."""
-    scale = K.detach().abs().flatten(-2).amax(-1).clamp(min=torch.finfo(K.dtype).tiny) ** 3
-    bad = ~(det.detach().abs() > 64 * torch.finfo(K.dtype).eps * scale)
+    """Bool tensor (no sync): any K non-finite or numerically singular.
+
+    Scale-free test (Hadamard's ratio): ``|det K| <= 8 eps * prod(row norms)``; the ratio is 1
+    for orthogonal rows and 0 for a singular matrix, whatever the units of K.
+    """
+    rows = torch.linalg.vector_norm(K.detach(), dim=-1).prod(dim=-1)  # (...)
+    bad = ~(det.detach().abs() > 8 * torch.finfo(K.dtype).eps * rows)
     return bad.any() | ~torch.isfinite(K.detach()).all()
 
 
