@@ -47,6 +47,7 @@ def run(args) -> int:
 
     from fmdepth.correspondence import find_best_buddies, load_image
     from fmdepth.correspondence.draw import draw_pairs
+    from fmdepth.networks.resnet import PretrainedWeightsError
 
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
@@ -75,8 +76,11 @@ def run(args) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = find_best_buddies(in_a, in_b, k=args.k, tau=args.tau, pretrained=args.weights,
-                                seed=args.seed, device=args.device)
+        try:
+            res = find_best_buddies(in_a, in_b, k=args.k, tau=args.tau, pretrained=args.weights,
+                                    seed=args.seed, device=args.device)
+        except PretrainedWeightsError as exc:  # offline / bad weights file: one clear line
+            raise ValueError(f"--weights {args.weights}: {exc}") from exc
     for w in caught:
         print(f"warning: {w.message}")
     elapsed = time.perf_counter() - start
