@@ -1,0 +1,100 @@
+"""`fmdepth register` and `fmdepth evaluate registration` end to end on small pairs."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fmdepth.cli import main
+from fmdepth.data.pairs import make_pair, save_image, write_landmarks, write_pair_folder
+
+
+@pytest.fixture
+def pair_dir(tmp_path):
+    p = make_pair((64, 64), modality="remap", image="camera", rms=2.5, seed=0, name="p0", num_landmarks=12)
+    write_pair_folder(str(tmp_path / "pairs"), [p])
+    return tmp_path / "pairs", p
+
+
+def _args(root, out, *extra):
+    return ["register", "--fixed", str(root / "fixed" / "p0.png"), "--moving", str(root / "moving" / "p0.png"),
+            "--out", str(out), "--quiet", *extra]
+
+
+def test_register_writes_all_outputs(pair_dir, tmp_path, capsys):
+    root, p = pair_dir
+    out = tmp_path / "out"
+    rc = main(_args(root, out, "--method", "deformable", "--similarity", "ngf", "--iterations", "40,30",
+                    "--landmarks-fixed", str(root / "landmarks_fixed" / "p0.csv"),
+                    "--landmarks-moving", str(root / "landmarks_moving" / "p0.csv")))
+    assert rc == 0
+    for name in ("warped.png", "flow.npy", "overlay.png", "checkerboard.png", "result.json"):
+        assert (out / name).is_file(), name
+    flow = np.load(out / "flow.npy", allow_pickle=False)
+    assert flow.shape == (2, 64, 64) and flow.dtype == np.float32
+    text = capsys.readouterr().out
+    assert "landmark error before" in text and "landmark error after" in text
+    res = json.loads((out / "result.json").read_text())
+    assert res["landmarks_after"]["lre_mean"] < res["landmarks_before"]["lre_mean"]
+
+
+def test_register_resamples_moving_of_other_size(pair_dir, tmp_path, capsys):
+    root, p = pair_dir
+    big = tmp_path / "big.png"
+    rgb = np.repeat(np.kron(p.moving, np.ones((1, 2, 2))), 3, 0)  # 3 x 128 x 128, RGB
+    save_image(str(big), rgb)
+    out = tmp_path / "out2"
+    rc = main(["register", "--fixed", str(root / "fixed" / "p0.png"), "--moving", str(big), "--out", str(out),
+               "--method", "affine", "--similarity", "ngf", "--iterations", "5", "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "resampled" in text and "luminance" in text
+    assert np.load(out / "flow.npy").shape == (2, 64, 64)
+
+
+def test_register_bad_inputs(pair_dir, tmp_path, capsys):
+    root, p = pair_dir
+    lf = root / "landmarks_fixed" / "p0.csv"
+    short = tmp_path / "short.csv"
+    write_landmarks(str(short), p.landmarks_moving[:3])
+    assert main(_args(root, tmp_path / "o", "--landmarks-fixed", str(lf), "--landmarks-moving", str(short))) == 2
+    assert "landmark counts differ" in capsys.readouterr().err
+    outside = tmp_path / "outside.csv"
+    write_landmarks(str(outside), np.array([[70.0, 3.0]] * len(p.landmarks_fixed)))
+    assert main(_args(root, tmp_path / "o", "--landmarks-fixed", str(lf), "--landmarks-moving", str(outside))) == 2
+    assert "outside the 64x64 image" in capsys.readouterr().err
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    assert main(["register", "--fixed", str(junk), "--moving", str(root / "moving" / "p0.png"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "not a readable image" in capsys.readouterr().err
+    assert main(_args(root, tmp_path / "o", "--iterations", "ten")) == 2
+
+
+def test_register_frame_folders_writes_video(tmp_path):
+    for side in ("a", "b"):
+        os.makedirs(tmp_path / side)
+    for i in range(3):
+        q = make_pair((32, 32), modality="same", rms=1.0, seed=i, num_landmarks=4)
+        save_image(str(tmp_path / "a" / f"{i:03d}.png"), q.fixed)
+        save_image(str(tmp_path / "b" / f"{i:03d}.png"), q.moving)
+    out = tmp_path / "vid"
+    rc = main(["register", "--fixed-video", str(tmp_path / "a"), "--moving-video", str(tmp_path / "b"), "--out",
+               str(out), "--method", "affine", "--similarity", "ncc", "--iterations", "3", "--levels", "1", "--quiet"])
+    assert rc == 0
+    assert sorted(os.listdir(out / "frames")) == ["000000.png", "000001.png", "000002.png"]
+    assert (out / "overlay.mp4").stat().st_size > 0
+    os.remove(tmp_path / "b" / "002.png")
+    assert main(["register", "--fixed-video", str(tmp_path / "a"), "--moving-video", str(tmp_path / "b"),
+                 "--out", str(out), "--quiet"]) == 2
+
+
+def test_evaluate_registration_json(pair_dir, tmp_path):
+    root, p = pair_dir
+    flows = tmp_path / "flows"
+    os.makedirs(flows)
+    np.save(flows / "p0.npy", p.flow)  # the true flow scores ~0
+    js = tmp_path / "reg.json"
+    assert main(["evaluate", "registration", "--pairs", str(root), "--flows", str(flows), "--json", str(js)]) == 0
+    summary = json.loads(js.read_text())["summary"]
+    assert summary["lre_mean"] < 0.05 and summary["lre_mean_before"] > 1.0 and summary["folding_fraction"] == 0.0
