@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""Registration benchmark: per-pair deformable (NGF, MI), affine, a learned model, and SimpleITK.
+
+Same run, same pairs: 256x256 multimodal pairs synthesised from scikit-image photographs (moving =
+non-monotonic intensity remap of the photo) warped by a known smooth deformation of ~8 px RMS,
+so the true displacement -- hence each landmark's true position -- is known exactly.
+
+Rows (mean over pairs):
+  fmdepth deformable NGF / MI   per-pair FFD optimisation (3-level pyramid, Adam)
+  SimpleITK B-spline Mattes MI  the classical baseline (optional: pip install SimpleITK), same pairs
+  fmdepth affine MI / SimpleITK affine Mattes MI  on pairs with a known random affine (corner error)
+  fmdepth learned deformable    U-Net trained inside the bench for --train-seconds on synthetic
+                                256x256 pairs (other seeds), then applied to the test pairs
+
+Targets (issue 6): deformable mean landmark error <= 1.5 px within 10 s on 2 CPU cores; affine
+mean corner error <= 0.5 px; learned <= 0.1 s per pair at <= 2 px. The table gives ratios to the
+SimpleITK row measured in the same run. Wall time depends on machine load: the CPU-seconds
+column (process time / threads) is printed too.
+
+    python bench/registration.py                 # 3 pairs, 180 s of training
+    python bench/registration.py --pairs 5 --train-seconds 600 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from fmdepth.data.pairs import SyntheticPairDataset, collate_pairs, make_pair  # noqa: E402
+from fmdepth.metrics.registration import landmark_error, mean_corner_error  # noqa: E402
+from fmdepth.models.registration import DeformableRegistration, register_pair  # noqa: E402
+
+IMAGES = ("camera", "astronaut", "coffee", "chelsea", "immunohistochemistry")
+
+
+class Timer:
+    def __enter__(self):
+        self.w, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.w
+        self.cpu = time.process_time() - self.c
+
+
+def sitk_bspline(fixed: np.ndarray, moving: np.ndarray, mesh: int = 8, iterations: int = 100):
+    """SimpleITK Mattes-MI B-spline registration (3-level pyramid, LBFGSB) -> (2, H, W) flow."""
+    import SimpleITK as sitk
+
+    f = sitk.GetImageFromArray(fixed[0].astype(np.float32))
+    m = sitk.GetImageFromArray(moving[0].astype(np.float32))
+    tx = sitk.BSplineTransformInitializer(f, [mesh, mesh], order=3)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.2, seed=1)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations,
+                             maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=1000,
+                             costFunctionConvergenceFactor=1e7)
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetInitialTransform(tx, inPlace=True)
+    out = reg.Execute(f, m)
+    return _sitk_flow(out, f)
+
+
+def sitk_affine(fixed: np.ndarray, moving: np.ndarray, iterations: int = 200):
+    """SimpleITK Mattes-MI affine registration -> (2, 3) pixel affine fixed -> moving."""
+    import SimpleITK as sitk
+
+    f = sitk.GetImageFromArray(fixed[0].astype(np.float32))
+    m = sitk.GetImageFromArray(moving[0].astype(np.float32))
+    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(2),
+                                             sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.25, seed=1)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetInitialTransform(init, inPlace=False)
+    out = reg.Execute(f, m)
+    h, w = fixed.shape[1:]
+    flow = _sitk_flow(out, f)
+    # exact affine from three points of the (affine) displacement
+    pts = np.array([[0, 0], [w - 1, 0], [0, h - 1]], float)
+    dst = pts + flow[:, pts[:, 1].astype(int), pts[:, 0].astype(int)].T
+    src = np.concatenate([pts, np.ones((3, 1))], 1)
+    return np.linalg.solve(src, dst).T
+
+
+def _sitk_flow(transform, reference):
+    import SimpleITK as sitk
+
+    conv = sitk.TransformToDisplacementFieldFilter()
+    conv.SetReferenceImage(reference)
+    conv.SetOutputPixelType(sitk.sitkVectorFloat64)
+    disp = sitk.GetArrayFromImage(conv.Execute(transform))  # (H, W, 2) x, y (spacing 1, origin 0)
+    return np.transpose(disp, (2, 0, 1)).astype(np.float32)
+
+
+def train_learned(size, seconds: float, threads: int, seed: int = 1000):
+    """Train a small learned deformable model on synthetic pairs for a bounded time."""
+    model = DeformableRegistration(depth=4, width=16, similarity="ngf", input_scale=0.25, smoothness=0.05,
+                                   supervised=1.0)
+    ds = SyntheticPairDataset(100000, size=size, seed=seed, modalities=("remap", "edges"), rms=8.0 * size[0] / 256,
+                              images=IMAGES)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    t0, step, last = time.perf_counter(), 0, float("nan")
+    model.train()
+    while time.perf_counter() - t0 < seconds:
+        batch = collate_pairs([ds[step * 4 + i] for i in range(4)])
+        out = model.training_step(batch, step)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        last = out.scalars.get("supervised_epe", float("nan"))
+        step += 1
+    print(f"  learned model: {step} steps x 4 pairs in {time.perf_counter() - t0:.0f} s, last train EPE {last:.2f} px")
+    return model.eval()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--rms", type=float, default=8.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-seconds", type=float, default=180.0, help="learned model training budget (0 = skip)")
+    ap.add_argument("--skip-mi", action="store_true", help="skip the (slower) per-pair MI row")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    size = (args.size, args.size)
+    try:
+        import SimpleITK as sitk  # noqa: F401
+
+        sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(args.threads)
+        have_sitk = True
+    except ImportError:
+        have_sitk = False
+        print("SimpleITK not installed: its rows are skipped (pip install SimpleITK)")
+
+    pairs = [make_pair(size, modality="remap", image=IMAGES[i % len(IMAGES)], rms=args.rms, seed=100 + i,
+                       num_landmarks=30) for i in range(args.pairs)]
+    aff_pairs = [make_pair(size, modality="remap", image=IMAGES[i % len(IMAGES)], affine=True, rms=0.0,
+                           seed=200 + i) for i in range(args.pairs)]
+    before = np.mean([landmark_error(p.landmarks_fixed, p.landmarks_moving)["lre_mean"] for p in pairs])
+    aff_before = np.mean([mean_corner_error(np.eye(3), p.affine, *size) for p in aff_pairs])
+    print(f"{args.pairs} pairs {size[0]}x{size[1]}, deformation {args.rms} px RMS; landmark error before "
+          f"{before:.2f} px; affine corner error before {aff_before:.2f} px; torch threads {args.threads}")
+    rows = []  # (name, metric name, value, wall s/pair, cpu s/pair)
+
+    def run_rows(name, fn, metric="LRE"):
+        errs, walls, cpus = [], [], []
+        for p in (pairs if metric == "LRE" else aff_pairs):
+            with Timer() as t:
+                out = fn(p)
+            errs.append(landmark_error(p.landmarks_fixed, p.landmarks_moving, out)["lre_mean"] if metric == "LRE"
+                        else mean_corner_error(out, p.affine, *size))
+            walls.append(t.wall)
+            cpus.append(t.cpu)
+        rows.append((name, metric, float(np.mean(errs)), float(np.mean(walls)), float(np.mean(cpus)),
+                     float(np.max(errs))))
+        print(f"  {name:34s} {metric} {np.mean(errs):.3f} px (max over pairs {np.max(errs):.3f}), "
+              f"{np.mean(walls):.2f} s/pair wall")
+
+    run_rows("fmdepth deformable NGF (per pair)",
+             lambda p: register_pair(p.fixed, p.moving, "deformable", "ngf").flow[0].numpy())
+    if not args.skip_mi:
+        run_rows("fmdepth deformable MI (per pair)",
+                 lambda p: register_pair(p.fixed, p.moving, "deformable", "mi", mi_samples=4096,
+                                         iterations=(120, 80, 40)).flow[0].numpy())
+    if have_sitk:
+        run_rows("SimpleITK B-spline Mattes MI", lambda p: sitk_bspline(p.fixed, p.moving))
+    run_rows("fmdepth affine NGF (per pair)",
+             lambda p: register_pair(p.fixed, p.moving, "affine", "ngf", iterations=(100, 60, 30)).affine.numpy(),
+             metric="corner")
+    if not args.skip_mi:
+        run_rows("fmdepth affine MI (per pair)",
+                 lambda p: register_pair(p.fixed, p.moving, "affine", "mi", mi_samples=2048,
+                                         iterations=(100, 60, 30)).affine.numpy(), metric="corner")
+    if have_sitk:
+        run_rows("SimpleITK affine Mattes MI", lambda p: sitk_affine(p.fixed, p.moving), metric="corner")
+    if args.train_seconds > 0:
+        model = train_learned(size, args.train_seconds, args.threads)
+
+        def learned(p):
+            res = model.register(torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None])
+            return res.flow[0].numpy()
+
+        learned(pairs[0])  # warm-up
+        run_rows("fmdepth learned deformable (U-Net)", learned)
+
+    ref = {m: r for r in rows for m in ("LRE", "corner") if r[1] == m and r[0].startswith("SimpleITK")}
+    print()
+    print(f"| method | metric | mean error (px) | max (px) | s/pair wall | CPU s/pair | error / SITK | time / SITK |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, metric, err, wall, cpu, mx in rows:
+        r = ref.get(metric)
+        er = f"{err / r[2]:.2f}" if r else "-"
+        tr = f"{wall / r[3]:.2f}" if r else "-"
+        print(f"| {name} | {metric} | {err:.3f} | {mx:.3f} | {wall:.3f} | {cpu:.3f} | {er} | {tr} |")
+    print("targets: deformable LRE <= 1.5 px in <= 10 s; affine corner <= 0.5 px; learned <= 2 px in <= 0.1 s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
