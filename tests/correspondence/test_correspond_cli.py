@@ -11,7 +11,7 @@ from fmdepth.cli import main
 def image_files(tmp_path, make_pair):
     import imageio.v3 as iio
 
-    a, b, _ = make_pair(96)
+    a, b, _ = make_pair(64)
     pa, pb = tmp_path / "a.png", tmp_path / "b.png"
     iio.imwrite(pa, (a.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     gray = (b.mean(0).numpy() * 255).round().astype(np.uint8)  # grayscale B: replicated with a note
