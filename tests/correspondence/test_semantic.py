@@ -173,3 +173,33 @@ def test_semantic_training_through_the_engine(tmp_path):
 
     ckpt = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pt"))
     assert "semantic" in ckpt["models"]
+
+
+def test_real_pairs_folder_with_keypoints_trains_without_a_true_field(tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    from fmdepth.correspondence.semantic import ImagePairDataset
+
+    rng = np.random.default_rng(0)
+    iio.imwrite(tmp_path / "a.png", (rng.random((40, 80, 3)) * 255).astype(np.uint8))
+    iio.imwrite(tmp_path / "b.png", (rng.random((20, 40)) * 255).astype(np.uint8))  # grayscale
+    (tmp_path / "kp.txt").write_text("0 0 0 0\n79 39 39 19\n")
+    (tmp_path / "pairs.txt").write_text("# A B keypoints\na.png b.png kp.txt\nb.png a.png\n")
+    ds = ImagePairDataset(str(tmp_path), height=32, width=32, num_keypoints=4)
+    assert len(ds) == 2
+    with pytest.warns(UserWarning, match="grayscale"):
+        x = ds[0]
+    assert x["image_a"].shape == x["image_b"].shape == (3, 32, 32)
+    assert x["keypoints_valid"].tolist() == [True, True, False, False]
+    # pixel-centre scaling: x' = (x + .5) * 32 / 80 - .5
+    torch.testing.assert_close(x["keypoints_a"][1], torch.tensor([(79.5 * 32 / 80) - 0.5, (39.5 * 32 / 40) - 0.5]))
+    torch.testing.assert_close(x["keypoints_b"][1], torch.tensor([(39.5 * 32 / 40) - 0.5, (19.5 * 32 / 20) - 0.5]))
+    with pytest.warns(UserWarning):
+        batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    system = SemanticSystem(SemanticAligner(num_landmarks=3), {"flow": 0.0, "equivariance": 0.0, "photometric": 1.0})
+    out = system.training_step(batch, 0)
+    assert torch.isfinite(out.loss) and "photometric" in out.scalars and "flow" not in out.scalars
+    (tmp_path / "pairs.txt").write_text("a.png\n")
+    with pytest.raises(ValueError, match="pairs.txt:1"):
+        ImagePairDataset(str(tmp_path))
