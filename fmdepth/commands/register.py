@@ -137,15 +137,31 @@ class _Registrar:
             kw = dict(levels=a.levels, optimizer=a.optimizer, progress=show_progress and not a.quiet, device=self.device)
             if a.method != "affine" and a.init == "affine":
                 init = register_pair(f, m, "affine", a.similarity, **kw).affine
-            elif a.method != "affine" and a.init == "nbb":
+            elif a.init == "nbb":
                 init = _nbb_affine(fixed, moving)
-            elif a.method == "affine" and a.init == "nbb":
-                init = _nbb_affine(fixed, moving)
+                if not _better_than_identity(f, m, init, a.similarity):
+                    self.notes.append("the best-buddy affine matches worse than the identity "
+                                      f"({a.similarity}); starting from the identity instead")
+                    init = None
             res = register_pair(f, m, a.method, a.similarity, iterations=_parse_iterations(a.iterations),
                                 smoothness=a.smoothness, grid_spacing=a.grid_spacing, diffeomorphic=a.diffeomorphic,
                                 init_affine=init, **kw)
         affine = None if res.affine is None else res.affine.detach().cpu().numpy()
         return (res.flow[0].detach().cpu().numpy(), res.warped[0].detach().cpu().numpy(), res.seconds, affine)
+
+
+def _better_than_identity(f, m, affine, similarity) -> bool:
+    """Does warping by ``affine`` score better than the identity under ``similarity``?"""
+    import torch
+
+    from fmdepth.geometry import affine_warp
+    from fmdepth.models.registration import Similarity, to_gray
+
+    sim = Similarity(similarity)
+    fg, mg = to_gray(f), to_gray(m)
+    with torch.no_grad():
+        warped, valid = affine_warp(mg, affine.to(mg)[None])
+        return float(sim(fg, warped, valid)) < float(sim(fg, mg, None))
 
 
 def _nbb_affine(fixed, moving):
@@ -160,7 +176,7 @@ def _nbb_affine(fixed, moving):
                          f"which are not available ({exc}); use --init affine or identity") from None
     fa = np.repeat(fixed, 3, 0) if fixed.shape[0] == 1 else fixed
     ma = np.repeat(moving, 3, 0) if moving.shape[0] == 1 else moving
-    nbb = find_best_buddies(torch.from_numpy(fa), torch.from_numpy(ma))
+    nbb = find_best_buddies(torch.from_numpy(fa), torch.from_numpy(ma), k=20)
     pa, pb = np.asarray(torch.as_tensor(nbb.points_a).cpu()), np.asarray(torch.as_tensor(nbb.points_b).cpu())
     if len(pa) < 3:
         raise ValueError(f"--init nbb: only {len(pa)} best-buddy pairs found, need >= 3 for an affine")
