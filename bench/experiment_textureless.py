@@ -93,7 +93,10 @@ def _per_image(gt, pred, mask):
 
 @torch.no_grad()
 def evaluate(cfg, system, data: str):
-    """Mean per-image metrics on the test drives: all pixels, and textureless pixels only."""
+    """Mean per-image metrics on the test drives: all pixels, and textureless pixels only.
+
+    ``system=None`` evaluates the reference "constant depth" prediction (after per-image median
+    scaling: the median ground-truth depth everywhere)."""
     from torch.utils.data import DataLoader
     from fmdepth.data import KittiRawDataset, collate_depth
     from fmdepth.data.synthetic import TEXTURELESS
@@ -104,12 +107,16 @@ def evaluate(cfg, system, data: str):
     ds = KittiRawDataset(data, test_file, height=cfg.data.height, width=cfg.data.width, frame_ids=(0,),
                          num_scales=cfg.data.num_scales, is_train=False, load_gt=True)
     loader = DataLoader(ds, batch_size=8, shuffle=False, collate_fn=collate_depth)
-    system.eval()
+    if system is not None:
+        system.eval()
     overall, flat = [], []
     flat_fraction = []
     for batch in loader:
-        disp = system.predict_disparity(batch.net_frames[0])
-        scaled, _ = disp_to_depth(disp, cfg.model.min_depth, cfg.model.max_depth)
+        if system is None:
+            scaled = torch.ones_like(batch.net_frames[0][:, :1])
+        else:
+            disp = system.predict_disparity(batch.net_frames[0])
+            scaled, _ = disp_to_depth(disp, cfg.model.min_depth, cfg.model.max_depth)
         for i in range(scaled.shape[0]):
             gt = batch.depth_gt[i, 0].numpy().astype(np.float64)
             label = batch.label[i, 0].numpy()
@@ -142,7 +149,9 @@ def write_doc(path: str, args, results, command: str, data_info: str) -> None:
              f"Adam lr 3e-4), input {args.height}x{args.width}, batch {args.batch}, **{args.steps} steps per arm**, "
              f"seed {args.seed} for every arm (same initial DepthNet/PoseNet weights, same data order), "
              "through the engine (`fmdepth.engine.trainer.train`), CPU.",
-             "- Arms: " + "; ".join(f"`{a}`: `{' '.join(ARMS[a])}`" for a in results),
+             "- Arms: " + "; ".join(f"`{a}`: `{' '.join(ARMS[a])}`" for a in results if a in ARMS)
+             + "; `constant_depth`: reference, the same constant depth everywhere (after median scaling: the "
+             "image's median ground truth).",
              "- Evaluation: every frame of the held-out test drive(s), the renderer's dense depth, pixels with "
              "1e-3 < gt < 80 m, per-image median scaling; metrics averaged over images. *Textureless* = the same "
              "evaluation (same scale ratio) restricted to pixels whose surface label has the TEXTURELESS bit "
@@ -194,18 +203,28 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--doc", default=os.path.join(ROOT, "docs", "experiments.md"))
     p.add_argument("--no-doc", action="store_true", help="print results only")
+    p.add_argument("--from-results", action="store_true",
+                   help="no training: reload OUT/results.json (and OUT/data) and rewrite the table")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
-    data = render(args)
     results = {}
-    for arm in args.arms:
-        print(f"\n=== arm {arm}: {' '.join(ARMS[arm])}", flush=True)
-        cfg, system, result, minutes = train_arm(args, data, arm)
-        metrics = evaluate(cfg, system, data)
-        results[arm] = {"minutes": minutes, "steps": result.step, "metrics": metrics,
-                        "final_loss": result.train_losses[-1] if result.train_losses else None}
-        print(json.dumps(results[arm], indent=1), flush=True)
+    if args.from_results:
+        data = os.path.join(args.out, "data")
+        with open(os.path.join(args.out, "results.json")) as fh:
+            results = {k: v for k, v in json.load(fh).items() if k != "constant_depth"}
+    else:
+        data = render(args)
+        for arm in args.arms:
+            print(f"\n=== arm {arm}: {' '.join(ARMS[arm])}", flush=True)
+            cfg, system, result, minutes = train_arm(args, data, arm)
+            metrics = evaluate(cfg, system, data)
+            results[arm] = {"minutes": minutes, "steps": result.step, "metrics": metrics,
+                            "final_loss": result.train_losses[-1] if result.train_losses else None}
+            print(json.dumps(results[arm], indent=1), flush=True)
+    cfg = arm_config(args, data, "photometric")
+    results["constant_depth"] = {"minutes": 0.0, "steps": 0, "metrics": evaluate(cfg, None, data),
+                                 "final_loss": None}
     with open(os.path.join(args.out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1)
     print(f"\n{'arm':<22}{'min':>6}" + "".join(f"{m:>10}" for m in METRICS) + "".join(f"{'tl_' + m:>12}" for m in METRICS))
@@ -214,7 +233,8 @@ def main(argv=None) -> int:
         print(f"{arm:<22}{r['minutes']:>6.1f}" + "".join(f"{o[m]:>10.4f}" for m in METRICS)
               + "".join(f"{t[m]:>12.4f}" for m in METRICS))
     if not args.no_doc:
-        command = "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv if argv is not None else sys.argv[1:]))
+        cli = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--from-results"]
+        command = "python " + " ".join([os.path.relpath(__file__, ROOT)] + cli)
         data_info = (f"`render_dataset(drives={args.drives}, frames={args.frames}, seed={args.seed}, "
                      f"textureless={args.textureless}, height={args.render_height}, width={args.render_width})`; "
                      "the renderer holds out the last drive(s) as the test split")
