@@ -276,7 +276,8 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = "
                   diffeomorphic: bool = False, integration_steps: int = 7,
                   init_affine=None, mi_bins: int = 32, ncc_window: int = 9, mi_samples: int = 8192,
                   feature_encoder: Optional[nn.Module] = None, translation_weights: Tuple[float, float] = (1.0, 0.1),
-                  progress: bool = False, device=None, seed: int = 0) -> RegistrationResult:
+                  affine_refine: int = 20, progress: bool = False, device=None,
+                  seed: int = 0) -> RegistrationResult:
     """Register one pair by optimisation over a multi-resolution pyramid.
 
     Args:
@@ -296,6 +297,8 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = "
             pixels, bicubically interpolated (free-form deformation); 1 = fully dense.
         init_affine: (2, 3) or (3, 3) pixel affine fixed -> moving to start from (e.g. from
             best-buddy matches), or None (identity).
+        affine_refine: affine with Adam: this many L-BFGS evaluations at full resolution after the
+            pyramid (skipped for stochastic MI sampling); 0 = off.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -354,6 +357,10 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = "
                 return sim(f_l, warped, valid)
 
             level_losses.append(_optimise([delta], closure, n, optimizer, lr or 0.01, bar))
+        stochastic = similarity == "mi" and 0 < mi_samples < H * W
+        if affine_refine > 0 and optimizer == "adam" and not stochastic:
+            # Adam finds the basin robustly; L-BFGS then converges precisely at full resolution
+            level_losses.append(_optimise([delta], closure, affine_refine, "lbfgs", 1.0, bar))
         bar.close()
         with torch.no_grad():
             A = normalized_affine_to_pixel(theta0 + delta, H, W)
