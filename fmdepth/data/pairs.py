@@ -385,7 +385,7 @@ def make_pair(size: Tuple[int, int] = (96, 96), modality: str = "remap", image: 
     fixed, moving = np.clip(fixed, 0, 1), np.clip(moving, 0, 1)
 
     margin = max(2, int(0.08 * min(height, width)))
-    lf = _landmarks(fixed[0], num_landmarks, margin, rng)
+    lf = _landmarks(fixed[0], num_landmarks, margin, rng) if num_landmarks > 0 else np.zeros((0, 2))
     # bilinear, as the landmark metric samples flows (so the true flow scores exactly 0)
     disp = np.stack([ndimage.map_coordinates(flow[i].astype(np.float64), [lf[:, 1], lf[:, 0]], order=1,
                                              mode="nearest") for i in range(2)], axis=1)
