@@ -94,21 +94,7 @@ def bench_semantic(seconds: float, batch_size: int, size: int, seed: int) -> dic
             "train_epe_last20": sum(hist["epe"][-20:]) / max(1, len(hist["epe"][-20:]))}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--weights", default="none", help="VGG19 weights: none (seeded random) | imagenet | path")
-    p.add_argument("--semantic-seconds", type=float, default=600.0, help="training budget (0 = skip)")
-    p.add_argument("--semantic-batch", type=int, default=8)
-    p.add_argument("--semantic-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default="", help="also write the results here")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    out = {"threads": args.threads}
-    out["nbb"] = r = bench_nbb(args.repeats, args.k, args.weights)
+def _print_nbb(r: dict, args) -> None:
     print(f"NBB 224x224 ({args.weights} VGG19 weights, {args.threads} threads): {r['pairs']} pairs "
           f"(of {r['all_pairs']}); median error top-{args.k} {r['median_error_topk_px']:.2f} px, all pairs "
           f"{r['median_error_all_px']:.2f} px ({100 * r['frac_all_within_3px']:.0f}% within 3 px) "
@@ -119,6 +105,26 @@ def main() -> None:
     print(f"coarse levels (relu5_1 + relu4_1): vectorised {r['coarse_levels_vectorised_s']:.3f} s, "
           f"per-pixel loop reference {r['coarse_levels_reference_loop_s']:.2f} s -> x{r['coarse_speedup']:.0f} "
           f"(identical results: {r['coarse_results_identical']})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--weights", default="none", help="VGG19 weights: none (seeded random) | imagenet | path")
+    p.add_argument("--semantic-seconds", type=float, default=600.0, help="training budget (0 = skip)")
+    p.add_argument("--semantic-batch", type=int, default=8)
+    p.add_argument("--semantic-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-nbb", action="store_true", help="only the semantic part")
+    p.add_argument("--json", default="", help="also write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {"threads": args.threads}
+    if not args.skip_nbb:
+        out["nbb"] = r = bench_nbb(args.repeats, args.k, args.weights)
+        _print_nbb(r, args)
     if args.semantic_seconds > 0:
         out["semantic"] = s = bench_semantic(args.semantic_seconds, args.semantic_batch, args.semantic_size, args.seed)
         print(f"semantic aligner: {s['steps']} steps in {s['train_seconds']:.0f} s (batch {s['batch_size']}, "

@@ -5,8 +5,9 @@ Model (:class:`SemanticAligner`):
 * a shared feature extractor (ResNet trunk, :class:`fmdepth.networks.ResnetEncoder`, levels 1
   and 2: strides 4 and 8) run on both images;
 * an alignment network: the local correlation volume of the two stride-8 feature maps (cosine
-  similarity for every displacement within ``corr_radius`` cells) plus A's features -> a coarse
-  flow and log-uncertainty, refined at stride 4 with A's finer features, upsampled to full
+  similarity for every displacement within ``corr_radius`` cells) gives a coarse flow prior (its
+  soft-argmax over displacements, learnable temperature); the volume plus A's features -> a
+  residual coarse flow and log-uncertainty, refined at stride 4 with A's finer features, upsampled to full
   resolution. The result is a dense field on A's pixel grid, in pixels, pointing into B
   (``flow_warp(image_b, flow)`` brings B onto A) and a per-pixel scale ``sigma`` (pixels);
 * a landmark detector: K heatmaps at stride 4 on the shared features, turned into landmarks by a
@@ -235,6 +236,12 @@ class SemanticAligner(nn.Module):
         for head in (self.head8, self.head4):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        # coarse flow prior: soft-argmax of the correlation volume over the displacements (the
+        # heads learn residuals on top of it); learnable temperature
+        r = corr_radius
+        dy, dx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
+        self.register_buffer("displacements", torch.stack([dx.flatten(), dy.flatten()], 1), persistent=False)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.05)))
 
     def config(self) -> dict:
         return {"num_landmarks": self.num_landmarks, "trunk_layers": self.trunk_layers,
@@ -262,7 +269,9 @@ class SemanticAligner(nn.Module):
         corr = local_correlation(f8a, f8b, self.corr_radius)
         x8 = self.align8(torch.cat([corr, self.reduce8(f8a)], 1))
         out8 = self.head8(x8)
-        flow8 = out8[:, :2] * 8.0  # pixels
+        attn = torch.softmax(corr / self.log_temperature.exp(), dim=1)  # (B, D, h, w)
+        prior = torch.einsum("bdhw,dc->bchw", attn, self.displacements.to(attn.dtype))  # cells
+        flow8 = (prior + out8[:, :2]) * 8.0  # pixels
         up = lambda t: F.interpolate(t, size=f4a.shape[-2:], mode="bilinear", align_corners=False)
         x4 = self.align4(torch.cat([up(x8), self.reduce4(f4a), up(torch.cat([flow8 / 8.0, out8[:, 2:]], 1))], 1))
         out4 = self.head4(x4)
