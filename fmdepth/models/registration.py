@@ -358,7 +358,7 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = "
 
             level_losses.append(_optimise([delta], closure, n, optimizer, lr or 0.01, bar))
         stochastic = similarity == "mi" and 0 < mi_samples < H * W
-        if affine_refine > 0 and optimizer == "adam" and not stochastic:
+        if affine_refine > 0 and sum(iters) > 0 and optimizer == "adam" and not stochastic:
             # Adam finds the basin robustly; L-BFGS then converges precisely at full resolution
             level_losses.append(_optimise([delta], closure, affine_refine, "lbfgs", 1.0, bar))
         bar.close()
