@@ -2,7 +2,7 @@
 
 A checkpoint (``RUN_DIR/checkpoints/best.pt``, see :mod:`fmdepth.engine.checkpoint`) carries the
 resolved config, so the networks are rebuilt exactly as trained: ``model.depth_layers``,
-``model.pose_layers``, ``data.num_scales``, the input size ``data.height x data.width`` and the
+``model.pose_layers``, ``model.num_scales``, the input size ``data.height x data.width`` and the
 disparity range ``model.min_depth .. model.max_depth``.
 
 Monocular depth is known only up to scale: the depth written here is ``1 / scaled_disp`` with
@@ -85,7 +85,7 @@ class CheckpointInfo:
             info = cls(path=path, height=int(data["height"]), width=int(data["width"]),
                        min_depth=float(model["min_depth"]), max_depth=float(model["max_depth"]),
                        depth_layers=int(model["depth_layers"]), pose_layers=int(model["pose_layers"]),
-                       num_scales=int(data.get("num_scales", 4)), config=ckpt["config"])
+                       num_scales=int(model.get("num_scales", 4)), config=ckpt["config"])
         except KeyError as exc:
             raise ValueError(f"{path}: checkpoint config lacks {exc.args[0]!r} (data.height/width, "
                              "model.min_depth/max_depth/depth_layers/pose_layers are needed)") from None

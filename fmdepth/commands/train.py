@@ -15,7 +15,11 @@ train.max_steps may change). Budgets: train.max_steps, train.max_minutes.
 
 examples:
   fmdepth train --config configs/synth_quick.yaml --data data/synth --out runs/quick
-  fmdepth train --config configs/kitti_featdepth_r50_640x192.yaml --data /data/kitti_raw --out runs/fm
+  # FeatDepth on KITTI, two stages: FeatureNet first, then depth/pose with FeatureNet frozen
+  fmdepth train --config configs/kitti_featdepth_r50_640x192.yaml --data /data/kitti_raw \\
+      --set loss.mode=featurenet --out runs/featurenet
+  fmdepth train --config configs/kitti_featdepth_r50_640x192.yaml --data /data/kitti_raw \\
+      --set model.feature_weights=runs/featurenet/checkpoints/last.pt --out runs/fm
   fmdepth train --config configs/kitti_featdepth_r50_640x192.yaml --data /data/kitti_raw --out runs/fm --resume
   fmdepth train --config configs/synth_quick.yaml --data data/synth --out runs/q2 \\
       --set train.batch_size=4 --set optim.lr=2e-4 --set train.max_minutes=5
