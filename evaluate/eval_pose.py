@@ -1,24 +1,13 @@
 #!/usr/bin/env python
 """Thin wrapper: same arguments as `fmdepth evaluate pose` (see `--help`)."""
-import argparse
-import os
 import sys
 
-from fmdepth.commands import evaluate as _evaluate
+from fmdepth.cli import script_main
+from fmdepth.commands import evaluate as _cmd
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="eval_pose.py", description=_evaluate.POSE_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _evaluate.add_pose_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(_evaluate.run_pose(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        if os.environ.get("FMDEPTH_DEBUG"):
-            raise
-        print(f"eval_pose.py: error: {exc}", file=sys.stderr)
-        return 2
+    return script_main("eval_pose.py", _cmd.POSE_DESCRIPTION, _cmd.add_pose_arguments, _cmd.run_pose, argv)
 
 
 if __name__ == "__main__":

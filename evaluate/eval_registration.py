@@ -1,24 +1,13 @@
 #!/usr/bin/env python
 """Thin wrapper: same arguments as `fmdepth evaluate registration` (see `--help`)."""
-import argparse
-import os
 import sys
 
-from fmdepth.commands import evaluate_registration as _reg
+from fmdepth.cli import script_main
+from fmdepth.commands import evaluate_registration as _cmd
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="eval_registration.py", description=_reg.DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _reg.add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(_reg.run(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        if os.environ.get("FMDEPTH_DEBUG"):
-            raise
-        print(f"eval_registration.py: error: {exc}", file=sys.stderr)
-        return 2
+    return script_main("eval_registration.py", _cmd.DESCRIPTION, _cmd.add_arguments, _cmd.run, argv)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from fmdepth import __version__
@@ -60,25 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_guarded(prog: str, run, args) -> int:
+    """Run ``run(args)``; bad input (ValueError, missing files) ends in one clear line, exit 2.
+
+    ``FMDEPTH_DEBUG=1`` re-raises to show the traceback. Shared by ``fmdepth`` and the
+    ``evaluate/*.py`` scripts.
+    """
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        if os.environ.get("FMDEPTH_DEBUG"):
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def script_main(prog: str, description: str, add_arguments, run, argv=None) -> int:
+    """Entry point of a stand-alone script taking the same arguments as a subcommand."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run_guarded(prog, run, parser.parse_args(argv))
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-        # Bad input: one clear line, no traceback (set FMDEPTH_DEBUG=1 for the traceback).
-        import os
-
-        if os.environ.get("FMDEPTH_DEBUG"):
-            raise
-        print(f"fmdepth {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded(f"fmdepth {args.command}", args._run, args)
 
 
 if __name__ == "__main__":

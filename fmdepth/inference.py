@@ -110,14 +110,16 @@ def resize_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor
                          antialias=True).clamp_(0.0, 1.0)
 
 
-class DepthPredictor:
-    """A DepthNet rebuilt from a checkpoint, in eval mode.
+class _CheckpointPredictor:
+    """A network rebuilt from a checkpoint's config and weights, in eval mode.
 
     Args:
-        net: the loaded :class:`fmdepth.networks.DepthNet`.
-        info: :class:`CheckpointInfo` (input size, depth range).
+        net: the loaded network.
+        info: :class:`CheckpointInfo` (input size, depth range, architecture).
         device: where to run.
     """
+
+    MODEL_NAME = ""  # key under checkpoint["models"]
 
     def __init__(self, net: torch.nn.Module, info: CheckpointInfo, device: torch.device):
         self.net = net.to(device).eval()
@@ -125,16 +127,30 @@ class DepthPredictor:
         self.device = device
         self.height, self.width = info.height, info.width
 
-    @classmethod
-    def from_checkpoint(cls, path: str, device=None, ckpt: Optional[Dict[str, Any]] = None) -> "DepthPredictor":
-        from fmdepth.networks import DepthNet
+    @staticmethod
+    def build_net(info: CheckpointInfo) -> torch.nn.Module:
+        raise NotImplementedError
 
+    @classmethod
+    def from_checkpoint(cls, path: str, device=None, ckpt: Optional[Dict[str, Any]] = None):
         ckpt = read_checkpoint(path) if ckpt is None else ckpt
         info = CheckpointInfo.from_checkpoint(ckpt, path)
-        state = _model_state(ckpt, "depth", path)
-        net = DepthNet(num_layers=info.depth_layers, pretrained="none", num_scales=info.num_scales)
-        _load_state(net, state, path, "depth")
+        state = _model_state(ckpt, cls.MODEL_NAME, path)
+        net = cls.build_net(info)
+        _load_state(net, state, path, cls.MODEL_NAME)
         return cls(net, info, _pick_device(device))
+
+
+class DepthPredictor(_CheckpointPredictor):
+    """A DepthNet rebuilt from a checkpoint, in eval mode (``DepthPredictor.from_checkpoint(path)``)."""
+
+    MODEL_NAME = "depth"
+
+    @staticmethod
+    def build_net(info: CheckpointInfo) -> torch.nn.Module:
+        from fmdepth.networks import DepthNet
+
+        return DepthNet(num_layers=info.depth_layers, pretrained="none", num_scales=info.num_scales)
 
     @torch.no_grad()
     def predict_scaled_disp(self, images: torch.Tensor, post_process: bool = False) -> torch.Tensor:
@@ -181,7 +197,7 @@ class DepthPredictor:
         return scaled, 1.0 / scaled
 
 
-class PosePredictor:
+class PosePredictor(_CheckpointPredictor):
     """A PoseNet rebuilt from a checkpoint, in eval mode.
 
     The pair (frame_a, frame_b), stacked as ``cat([a, b], dim=1)``, gives
@@ -190,22 +206,13 @@ class PosePredictor:
     source frame, no inversion).
     """
 
-    def __init__(self, net: torch.nn.Module, info: CheckpointInfo, device: torch.device):
-        self.net = net.to(device).eval()
-        self.info = info
-        self.device = device
-        self.height, self.width = info.height, info.width
+    MODEL_NAME = "pose"
 
-    @classmethod
-    def from_checkpoint(cls, path: str, device=None, ckpt: Optional[Dict[str, Any]] = None) -> "PosePredictor":
+    @staticmethod
+    def build_net(info: CheckpointInfo) -> torch.nn.Module:
         from fmdepth.networks import PoseNet
 
-        ckpt = read_checkpoint(path) if ckpt is None else ckpt
-        info = CheckpointInfo.from_checkpoint(ckpt, path)
-        state = _model_state(ckpt, "pose", path)
-        net = PoseNet(num_layers=info.pose_layers, pretrained="none", num_frames=2)
-        _load_state(net, state, path, "pose")
-        return cls(net, info, _pick_device(device))
+        return PoseNet(num_layers=info.pose_layers, pretrained="none", num_frames=2)
 
     @torch.no_grad()
     def predict(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:

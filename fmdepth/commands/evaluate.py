@@ -157,25 +157,6 @@ def run(args) -> int:
 
 
 # ====================================================================================== depth
-def resolve_split(split: str) -> str:
-    """A split file path, or a split name resolved with DATA's fetch_split (its test_files.txt)."""
-    if os.path.isfile(split):
-        return split
-    if os.path.isdir(split):
-        cand = os.path.join(split, "test_files.txt")
-        if os.path.isfile(cand):
-            return cand
-        raise FileNotFoundError(f"split folder {split} has no test_files.txt")
-    from fmdepth.data.splits import fetch_split
-
-    path = fetch_split(split)
-    if os.path.isdir(path):
-        path = os.path.join(path, "test_files.txt")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"split '{split}' resolved to {path}, which does not exist")
-    return path
-
-
 def _protocol(args, split_path: str) -> str:
     if args.protocol != "auto":
         return args.protocol
@@ -287,12 +268,12 @@ def run_depth(args) -> int:
         raise ValueError("nothing to evaluate: give --checkpoint (with --data and --split-file) or --pred")
     median_scaling = args.fixed_scale is None
     fixed_scale = 1.0 if args.fixed_scale is None else float(args.fixed_scale)
-    split_path = resolve_split(args.split_file) if args.split_file else None
+    from fmdepth.data.splits import read_split, resolve_test_split
+
+    split_path = resolve_test_split(args.split_file) if args.split_file else None
     protocol = _protocol(args, split_path)
     entries = None
     if split_path:
-        from fmdepth.data.splits import read_split
-
         entries = read_split(split_path)
 
     if args.pred:

@@ -33,33 +33,11 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _resolve(split: str) -> str:
-    import os
-
-    if os.path.isfile(split):
-        return split
-    if os.path.isdir(split):
-        cand = os.path.join(split, "test_files.txt")
-        if os.path.isfile(cand):
-            return cand
-        raise FileNotFoundError(f"split folder {split} has no test_files.txt")
-    from fmdepth.data.splits import PINNED, SPLIT_NAMES
-
-    if split.strip("/") not in PINNED and split.strip("/") not in SPLIT_NAMES:
-        raise FileNotFoundError(f"split file not found: {split} (nor a standard split name: "
-                                f"{', '.join(SPLIT_NAMES)})")
-    from fmdepth.data.splits import fetch_split
-
-    path = fetch_split(split)
-    if os.path.isdir(path):
-        path = os.path.join(path, "test_files.txt")
-    return path
-
-
 def run(args) -> int:
     from fmdepth.data.gt import export_gt, load_gt_depths
+    from fmdepth.data.splits import resolve_test_split
 
-    split = _resolve(args.split_file)
+    split = resolve_test_split(args.split_file)
     out, n, skipped = export_gt(args.data, split, args.out, depth=args.depth, dense=args.dense,
                                 skip_missing=args.skip_missing, progress=not args.quiet)
     for entry, reason in skipped:

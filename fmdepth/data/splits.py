@@ -175,6 +175,33 @@ def fetch_split(name: str, cache_dir: Optional[str] = None, base_url: Optional[s
     return os.path.join(cache, *key.split("/"))
 
 
+def resolve_test_split(split: str) -> str:
+    """The test split file named by ``split``: a file path, a folder holding ``test_files.txt``,
+    or a standard split name (``eigen``, ``eigen_benchmark``, ``eigen/test_files.txt``, ...)
+    fetched with :func:`fetch_split`.
+
+    Raises:
+        FileNotFoundError: none of those, naming what was looked for.
+    """
+    if os.path.isfile(split):
+        return split
+    if os.path.isdir(split):
+        cand = os.path.join(split, "test_files.txt")
+        if os.path.isfile(cand):
+            return cand
+        raise FileNotFoundError(f"split folder {split} has no test_files.txt")
+    name = split.strip("/")
+    if name not in PINNED and name not in SPLIT_NAMES:
+        raise FileNotFoundError(f"split file not found: {split} (nor a standard split name: "
+                                f"{', '.join(SPLIT_NAMES)})")
+    path = fetch_split(name)
+    if os.path.isdir(path):
+        path = os.path.join(path, "test_files.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"split '{split}' resolved to {path}, which does not exist")
+    return path
+
+
 def verify_split(path: str, rel: str) -> None:
     """Check a local copy of a pinned list against its sha256 (ValueError if it differs)."""
     if rel not in PINNED:
