@@ -75,6 +75,7 @@ class ModelConfig:
     pretrained: str = "none"  # encoder init of all nets: none | imagenet (torchvision download) | path to a ResNet state_dict
     feature_weights: str = ""  # FeatureNet weights for loss.mode=depth: a stage-1 checkpoint (.pt) or a FeatureNet state_dict
     num_scales: int = 4  # disparity scales the DepthNet outputs (scale 0 = full resolution)
+    pose_scale: float = 0.01  # PoseNet output scaling (0.01 as published; 0.1 trains faster from random init)
     min_depth: float = 0.1  # disparity -> depth range (disp_to_depth)
     max_depth: float = 100.0
 
@@ -85,6 +86,7 @@ class ModelConfig:
         _check(bool(self.pretrained), f"{prefix}.pretrained",
                "must be 'none', 'imagenet' or the path of a ResNet state_dict")
         _check(1 <= self.num_scales <= 5, f"{prefix}.num_scales", f"must be in [1, 5], got {self.num_scales}")
+        _check(self.pose_scale > 0, f"{prefix}.pose_scale", f"must be > 0, got {self.pose_scale}")
         _check(0 < self.min_depth < self.max_depth, f"{prefix}.min_depth",
                f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
 

@@ -74,6 +74,7 @@ class CheckpointInfo:
     max_depth: float
     depth_layers: int
     pose_layers: int
+    pose_scale: float
     num_scales: int
     config: Dict[str, Any]
 
@@ -85,6 +86,7 @@ class CheckpointInfo:
             info = cls(path=path, height=int(data["height"]), width=int(data["width"]),
                        min_depth=float(model["min_depth"]), max_depth=float(model["max_depth"]),
                        depth_layers=int(model["depth_layers"]), pose_layers=int(model["pose_layers"]),
+                       pose_scale=float(model.get("pose_scale", 0.01)),
                        num_scales=int(model.get("num_scales", 4)), config=ckpt["config"])
         except KeyError as exc:
             raise ValueError(f"{path}: checkpoint config lacks {exc.args[0]!r} (data.height/width, "
@@ -212,7 +214,8 @@ class PosePredictor(_CheckpointPredictor):
     def build_net(info: CheckpointInfo) -> torch.nn.Module:
         from fmdepth.networks import PoseNet
 
-        return PoseNet(num_layers=info.pose_layers, pretrained="none", num_frames=2)
+        return PoseNet(num_layers=info.pose_layers, pretrained="none", num_frames=2,
+                       output_scale=info.pose_scale)
 
     @torch.no_grad()
     def predict(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:

@@ -123,7 +123,7 @@ class DepthSystem(nn.Module):
         self.depth_net: Optional[DepthNet] = (
             DepthNet(model.depth_layers, model.pretrained, model.num_scales) if trains_depth else None)
         self.pose_net: Optional[PoseNet] = (
-            PoseNet(model.pose_layers, model.pretrained, num_frames=2)
+            PoseNet(model.pose_layers, model.pretrained, num_frames=2, output_scale=model.pose_scale)
             if trains_depth and self.temporal_ids else None)
         needs_feature = self.mode == "featurenet" or self.uses_feature_metric
         self.feature_net: Optional[FeatureNet] = (

@@ -2,8 +2,8 @@
 
 A ResNet encoder takes the frames stacked along channels (conv1 adapted, see
 :class:`~fmdepth.networks.resnet.ResnetEncoder`); a small convolutional head on the 1/32 level
-regresses 6 numbers per pixel, averaged over the image and scaled by 0.01 so that the initial
-motion is close to identity.
+regresses 6 numbers per pixel, averaged over the image and scaled by ``output_scale`` (0.01, as
+published) so that the initial motion is close to identity.
 
 Convention used by the depth system (as in Monodepth2): for frames stacked in time order
 ``[earlier, later]``, ``pose_vec_to_matrix(axisangle, translation)`` is ``later_T_earlier``; the
@@ -19,18 +19,19 @@ from torch import nn
 
 from .resnet import ResnetEncoder
 
-POSE_SCALE = 0.01  # output scaling (keeps the initial motion small)
+POSE_SCALE = 0.01  # default output scaling (keeps the initial motion small; Monodepth2/FeatDepth)
 
 
 class PoseDecoder(nn.Module):
-    """1x1 squeeze, two 3x3 convs (ReLU), 1x1 to 6 channels, spatial mean, x0.01.
+    """1x1 squeeze, two 3x3 convs (ReLU), 1x1 to 6 channels, spatial mean, x output_scale.
 
     Shape:
         forward(feature: (B, C, h, w)) -> (axisangle (B, 3), translation (B, 3))
     """
 
-    def __init__(self, in_channels: int, hidden: int = 256):
+    def __init__(self, in_channels: int, hidden: int = 256, output_scale: float = POSE_SCALE):
         super().__init__()
+        self.output_scale = output_scale
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, hidden, kernel_size=1), nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, kernel_size=3, padding=1), nn.ReLU(inplace=True),
@@ -39,7 +40,7 @@ class PoseDecoder(nn.Module):
         )
 
     def forward(self, feature: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(feature).mean(dim=(2, 3)) * POSE_SCALE  # (B, 6)
+        out = self.net(feature).mean(dim=(2, 3)) * self.output_scale  # (B, 6)
         return out[:, :3], out[:, 3:]
 
 
@@ -51,10 +52,13 @@ class PoseNet(nn.Module):
         pretrained: ``"none"``, ``"imagenet"`` or the path of a ResNet state_dict (conv1 is
             repeated over the frames and divided by ``num_frames``).
         num_frames: frames stacked along the channel axis (2 by default).
+        output_scale: factor on the regressed 6-vector (0.01 by default, as published). From
+            random initialisation a larger value (e.g. 0.1) lets the translation reach metric
+            size in a few hundred steps instead of pinning depth at its minimum.
 
     Shape:
         forward(frames: (B, 3 * num_frames, H, W) in [0, 1]) -> (axisangle (B, 3),
-        translation (B, 3)), already scaled by 0.01.
+        translation (B, 3)), already scaled by ``output_scale``.
 
     Example:
         >>> net = PoseNet()
@@ -62,20 +66,24 @@ class PoseNet(nn.Module):
         [(2, 3), (2, 3)]
     """
 
-    def __init__(self, num_layers: int = 18, pretrained: str = "none", num_frames: int = 2):
+    def __init__(self, num_layers: int = 18, pretrained: str = "none", num_frames: int = 2,
+                 output_scale: float = POSE_SCALE):
         super().__init__()
         if not isinstance(num_frames, int) or num_frames < 2:
             raise ValueError(f"num_frames must be an integer >= 2, got {num_frames!r}")
+        if not output_scale > 0:
+            raise ValueError(f"output_scale must be > 0, got {output_scale!r}")
         self.num_layers = num_layers
         self.pretrained = pretrained
         self.num_frames = num_frames
+        self.output_scale = output_scale
         self.encoder = ResnetEncoder(num_layers, pretrained, num_input_images=num_frames)
-        self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1])
+        self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1], output_scale=output_scale)
 
     def config(self) -> dict:
         """Constructor arguments (to rebuild the module for a checkpoint)."""
         return {"num_layers": self.num_layers, "pretrained": self.pretrained,
-                "num_frames": self.num_frames}
+                "num_frames": self.num_frames, "output_scale": self.output_scale}
 
     def forward(self, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         channels = 3 * self.num_frames

@@ -208,6 +208,22 @@ def test_pose_net_shapes_and_scale():
                                net.decoder.net(feats).mean(dim=(2, 3)) * 0.01)
 
 
+def test_pose_net_output_scale_is_configurable():
+    torch.manual_seed(0)
+    default = PoseNet()
+    scaled = PoseNet(output_scale=0.1)
+    scaled.load_state_dict(default.state_dict())  # same weights, different output factor
+    x = torch.rand(2, 6, 64, 96)
+    with torch.no_grad():
+        a0, t0 = default(x)
+        a1, t1 = scaled(x)
+    torch.testing.assert_close(a1, a0 * 10.0)
+    torch.testing.assert_close(t1, t0 * 10.0)
+    assert scaled.config()["output_scale"] == 0.1
+    with pytest.raises(ValueError, match="output_scale"):
+        PoseNet(output_scale=0.0)
+
+
 def test_pose_net_rejects_wrong_channels():
     with pytest.raises(ValueError, match=r"\(B, 6, H, W\)"):
         PoseNet()(torch.rand(1, 3, 64, 64))
