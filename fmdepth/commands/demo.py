@@ -27,7 +27,8 @@ DEMO_RENDER = (96, 320)  # rendered size (the network reads 64x224, see DEMO_CON
 # The settings of configs/synth_quick.yaml (tests check the two agree).
 DEMO_CONFIG = {
     "data": {"dataset": "synthetic", "split": "splits", "height": 64, "width": 224, "num_workers": 0},
-    "model": {"depth_layers": 18, "pose_layers": 18, "feature_layers": 18},
+    "model": {"depth_layers": 18, "pose_layers": 18, "feature_layers": 18, "pose_scale": 0.1,
+              "min_depth": 0.01},
     "loss": {"feature_metric": 0.0, "scales": [0, 1, 2, 3]},
     "optim": {"lr": 3.0e-4, "warmup_steps": 20, "decay_epochs": []},
     "train": {"epochs": 100, "max_steps": 400, "batch_size": 4, "log_every": 10,
@@ -228,10 +229,13 @@ def run(args) -> int:
     print(format_metrics_table(rows))
     print()
     improvement = 1.0 - model_eval.metrics["abs_rel"] / base_eval.metrics["abs_rel"]
-    verdict = ("the model beats the constant-depth baseline" if improvement > 0
-               else "the model does NOT beat the baseline yet: give it more --minutes")
-    print(f"Abs Rel {model_eval.metrics['abs_rel']:.3f} vs {base_eval.metrics['abs_rel']:.3f} "
-          f"({100 * improvement:+.0f}% better): {verdict}")
+    if improvement > 0:
+        verdict = f"{100 * improvement:.0f}% lower than the constant-depth baseline: the model learned"
+    else:
+        verdict = (f"{100 * -improvement:.0f}% higher than the constant-depth baseline: the model "
+                   "does NOT beat it yet; give it more --minutes / --steps")
+    print(f"Abs Rel {model_eval.metrics['abs_rel']:.3f} vs {base_eval.metrics['abs_rel']:.3f}, "
+          f"{verdict}")
     summary = {"model": model_eval.metrics, "constant_baseline": base_eval.metrics,
                "steps": result.step, "train_minutes": round(train_min, 2),
                "total_minutes": round((time.time() - t_start) / 60.0, 2),
