@@ -568,18 +568,23 @@ def is_video(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTS)
 
 
+def _open_video(path: str):
+    """An imageio ffmpeg reader for ``path``; ValueError naming the file when it cannot be read."""
+    import imageio.v2 as iio2
+
+    try:
+        return iio2.get_reader(path, format="ffmpeg")
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
+
+
 def video_info(path: str) -> Tuple[int, float]:
     """(number of frames, frames per second) of a video file; a frame folder gives (n, 0.0)."""
     if os.path.isdir(path):
         return len(_list_images(path)), 0.0
-    import imageio.v2 as iio2
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video not found: {path}")
-    try:
-        reader = iio2.get_reader(path, format="ffmpeg")
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
+    reader = _open_video(path)
     try:
         fps = float(reader.get_meta_data().get("fps", 0.0) or 0.0)
         n = reader.count_frames()
@@ -601,12 +606,7 @@ def read_frames(path: str, channels: Optional[int] = None):
         raise FileNotFoundError(f"video or frame folder not found: {path}")
     if not path.lower().endswith(VIDEO_EXTS):
         raise ValueError(f"{path}: expected a folder of frames or a video file ({', '.join(VIDEO_EXTS)})")
-    import imageio.v2 as iio2
-
-    try:
-        reader = iio2.get_reader(path, format="ffmpeg")
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
+    reader = _open_video(path)
     try:
         for frame in reader:
             yield image_to_chw(np.asarray(frame), channels, name=path)
