@@ -45,16 +45,6 @@ def _grad_norm(module):
     return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP threads spin and a training step
-    gets ~10x slower with two threads than with one (same results)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # --------------------------------------------------------------------------- full objective
 def test_joint_step_finite_loss_and_gradients(random_batch):
     system = DepthSystem(ModelConfig(**SMALL), LossConfig(mode="joint"), frame_ids=[0, 1], stereo=True)

@@ -9,16 +9,6 @@ from fmdepth.networks import resnet as resnet_module
 from fmdepth.networks.pose import POSE_SCALE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP threads spin and a training step
-    gets ~10x slower with two threads than with one (same results)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------------- encoder
 @pytest.mark.parametrize("layers,channels", [(18, [64, 64, 128, 256, 512]),
                                              (50, [64, 256, 512, 1024, 2048])])
