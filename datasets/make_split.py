@@ -17,9 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fmdepth.data.media import list_images  # noqa: E402
 from fmdepth.data.splits import generate_split, scan_kitti_raw, write_split  # noqa: E402
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
 def scan_folder(root):
@@ -28,7 +27,7 @@ def scan_folder(root):
     for seq in ["."] + sorted(os.listdir(root)):
         d = os.path.join(root, seq)
         if os.path.isdir(d):
-            n = sum(1 for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTS))
+            n = len(list_images(d))
             if n:
                 out[seq] = list(range(n))
     return out

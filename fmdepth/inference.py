@@ -25,8 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
+from fmdepth.data.media import IMAGE_EXTS, VIDEO_EXTS, iter_video_frames  # noqa: F401 (re-exported)
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -331,19 +330,8 @@ def iter_frames(items: Sequence[InputItem]) -> Iterator[Tuple[str, np.ndarray]]:
         if it.kind == "image":
             yield it.out_prefix, load_image(it.path)
             continue
-        import imageio.v2 as iio2
-
-        try:
-            reader = iio2.get_reader(it.path, "ffmpeg") if not it.path.lower().endswith(".gif") \
-                else iio2.get_reader(it.path)
-        except Exception as exc:
-            raise ValueError(f"{it.path}: cannot open the video ({exc})") from None
-        with reader:
-            for i, frame in enumerate(reader):
-                frame = np.asarray(frame)
-                if frame.ndim == 2:
-                    frame = np.repeat(frame[..., None], 3, axis=2)
-                yield os.path.join(it.out_prefix, f"{i:06d}"), np.ascontiguousarray(frame[..., :3])
+        for i, frame in enumerate(iter_video_frames(it.path)):
+            yield os.path.join(it.out_prefix, f"{i:06d}"), frame
 
 
 def colorize_disparity(disp: np.ndarray, vmax: Optional[float] = None) -> np.ndarray:

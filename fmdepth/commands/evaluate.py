@@ -245,7 +245,7 @@ def print_depth_report(result, out=None) -> None:
 
     out = sys.stdout if out is None else out
     if result.median_scaling:
-        print(f"   Mono evaluation: per-image median scaling (ratio = median(gt) / median(pred))", file=out)
+        print("   Mono evaluation: per-image median scaling (ratio = median(gt) / median(pred))", file=out)
         print(f"   Scaling ratios | med: {result.ratio_median:0.3f} | std: {result.ratio_std:0.3f}", file=out)
     else:
         print(f"   Fixed scale x{result.fixed_scale:g} (median scaling disabled)", file=out)
@@ -392,7 +392,8 @@ def run_pose(args) -> int:
     import numpy as np
     import torch
 
-    from fmdepth.inference import IMAGE_EXTS, PosePredictor, load_image, resize_images, to_tensor
+    from fmdepth.data.media import list_images
+    from fmdepth.inference import PosePredictor, load_image, resize_images, to_tensor
     from fmdepth.metrics.pose import (
         align_trajectory,
         chain_relative_poses,
@@ -414,7 +415,7 @@ def run_pose(args) -> int:
     seq, image_dir, calib_path, pose_path = _odometry_paths(args.data, args.sequence)
     K = read_calib_intrinsics(calib_path)
     gt = load_kitti_poses(pose_path)
-    files = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(IMAGE_EXTS))
+    files = list_images(image_dir)
     if len(files) != len(gt):
         raise ValueError(f"{image_dir} holds {len(files)} images but {pose_path} holds {len(gt)} poses; "
                          "they must match one to one")

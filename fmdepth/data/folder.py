@@ -27,8 +27,8 @@ import numpy as np
 from .kitti import EntriesArg, MonoSequenceDataset, _Calib
 from .kitti_io import open_image
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+from .media import IMAGE_EXTS, VIDEO_EXTS, iter_video_frames, list_images  # noqa: F401 (re-exported)
+
 GUESS_HFOV_DEG = 70.0
 
 
@@ -70,11 +70,6 @@ def read_intrinsics_file(path: str) -> Tuple[np.ndarray, Optional[Tuple[int, int
     return K, size
 
 
-def _list_images(folder: str) -> List[str]:
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS)
-                  and os.path.isfile(os.path.join(folder, f)))
-
-
 class ImageFolderDataset(MonoSequenceDataset):
     """Monocular sequences from image folders or a video, with the KITTI datasets' sample format.
 
@@ -103,13 +98,13 @@ class ImageFolderDataset(MonoSequenceDataset):
             self._video = {os.path.basename(root): _decode_video(root, progress)}
             search = base
         elif os.path.isdir(root):
-            imgs = _list_images(root)
+            imgs = list_images(root)
             if imgs:
                 self._files["."] = imgs
             for sub in sorted(os.listdir(root)):
                 d = os.path.join(root, sub)
                 if os.path.isdir(d):
-                    sub_imgs = _list_images(d)
+                    sub_imgs = list_images(d)
                     if sub_imgs:
                         self._files[sub] = sub_imgs
             if not self._files:
@@ -195,25 +190,11 @@ class ImageFolderDataset(MonoSequenceDataset):
 
 
 def _decode_video(path: str, progress: bool) -> List[np.ndarray]:
-    """All frames of a video as (H, W, 3) uint8 arrays (imageio + ffmpeg)."""
-    import imageio.v2 as imageio
+    """All frames of a video as (H, W, 3) uint8 arrays (:func:`fmdepth.data.media.iter_video_frames`)."""
     from tqdm import tqdm
 
-    frames = []
-    try:
-        reader = imageio.get_reader(path)
-    except Exception as exc:  # imageio raises many types for unreadable files
-        raise ValueError(f"{path}: cannot open video ({exc})") from None
-    try:
-        for frame in tqdm(reader, desc=f"decoding {os.path.basename(path)}", unit="frame", disable=not progress):
-            arr = np.asarray(frame)
-            if arr.ndim == 2:
-                arr = np.repeat(arr[..., None], 3, axis=2)
-            frames.append(np.ascontiguousarray(arr[..., :3]))
-    except Exception as exc:
-        raise ValueError(f"{path}: error while decoding the video after {len(frames)} frames ({exc})") from None
-    finally:
-        reader.close()
+    frames = list(tqdm(iter_video_frames(path), desc=f"decoding {os.path.basename(path)}", unit="frame",
+                       disable=not progress))
     if not frames:
         raise ValueError(f"{path}: the video has no frames")
     return frames

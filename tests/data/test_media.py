@@ -1,0 +1,85 @@
+"""fmdepth.data.media: one image/video vocabulary and reader for every command."""
+import os
+
+import numpy as np
+import pytest
+
+from fmdepth.data import media
+
+
+def _write_png(path, shape=(6, 8, 3)):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)).save(path)
+
+
+def test_list_images_sorted_case_insensitive_files_only(tmp_path):
+    for name in ("b.PNG", "a.jpg", "c.tif", "notes.txt", "clip.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    os.mkdir(tmp_path / "d.png")  # a folder with an image-like name is not an image
+    assert media.list_images(str(tmp_path)) == ["a.jpg", "b.PNG", "c.tif"]
+
+
+def test_list_images_rejects_a_file(tmp_path):
+    f = tmp_path / "x.png"
+    f.write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match="x.png"):
+        media.list_images(str(f))
+
+
+def test_every_reader_shares_the_same_extensions():
+    from fmdepth import inference
+    from fmdepth.data import folder, pairs
+
+    for mod in (inference, folder, pairs):
+        assert mod.IMAGE_EXTS == media.IMAGE_EXTS, mod.__name__
+        assert mod.VIDEO_EXTS == media.VIDEO_EXTS, mod.__name__
+
+
+@pytest.mark.parametrize("frame,expected", [
+    (np.full((4, 5), 7, np.uint8), (4, 5, 3)),
+    (np.full((4, 5, 1), 7, np.uint8), (4, 5, 3)),
+    (np.full((4, 5, 4), 7, np.uint8), (4, 5, 3)),
+    (np.full((4, 5, 3), 0.5, np.float32), (4, 5, 3)),
+    (np.full((4, 5, 3), 65535, np.uint16), (4, 5, 3)),
+])
+def test_as_rgb_uint8(frame, expected):
+    out = media.as_rgb_uint8(frame)
+    assert out.shape == expected and out.dtype == np.uint8 and out.flags.c_contiguous
+    if frame.dtype == np.float32:
+        assert out.max() == 128
+    if frame.dtype == np.uint16:
+        assert out.max() == 255
+
+
+def test_as_rgb_uint8_rejects_odd_shapes():
+    with pytest.raises(ValueError, match="frame"):
+        media.as_rgb_uint8(np.zeros((4, 5, 2), np.uint8))
+
+
+def test_gif_frames_and_info(tmp_path):
+    import imageio.v2 as iio2
+
+    frames = [np.full((10, 12, 3), 40 * i, np.uint8) for i in range(3)]
+    path = str(tmp_path / "clip.gif")
+    iio2.mimsave(path, frames)
+    out = list(media.iter_video_frames(path))
+    assert len(out) == 3 and out[0].shape == (10, 12, 3) and out[0].dtype == np.uint8
+    assert [int(f.mean()) for f in out] == pytest.approx([0, 40, 80], abs=2)
+    n, _fps = media.video_info(path)
+    assert n == 3
+
+
+def test_unreadable_video_names_the_file(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(ValueError, match="broken.mp4"):
+        list(media.iter_video_frames(str(bad)))
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        media.video_info(str(tmp_path / "missing.mp4"))
+
+
+def test_video_info_of_a_frame_folder(tmp_path):
+    for i in range(4):
+        _write_png(tmp_path / f"{i:03d}.png")
+    assert media.video_info(str(tmp_path)) == (4, 0.0)
