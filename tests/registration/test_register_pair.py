@@ -5,7 +5,8 @@ import torch
 
 from fmdepth.data.pairs import make_pair
 from fmdepth.metrics.registration import folding_fraction, landmark_error, mean_corner_error
-from fmdepth.models.registration import Similarity, affine_to_flow, compose_affine_flow, register_pair, resize_flow
+from fmdepth.models.registration import (DEFAULT_ITERATIONS, Similarity, affine_to_flow, compose_affine_flow,
+                                         default_lr, register_pair, resize_flow)
 
 
 @pytest.mark.parametrize("similarity", ["ngf", pytest.param("mi", marks=pytest.mark.slow)])
@@ -28,6 +29,25 @@ def test_deformable_ngf_reduces_landmark_error():
     after = landmark_error(p.landmarks_fixed, p.landmarks_moving, r.flow[0])
     assert before > 2.0
     assert after["lre_mean"] < 0.6, f"{before:.2f} -> {after}"
+    assert folding_fraction(r.flow) == 0.0
+
+
+def test_default_learning_rates():
+    assert default_lr("affine", "mi") == 0.01
+    assert default_lr("deformable", "mi") == 0.2 and default_lr("deformable", "ncc") == 0.2
+    assert default_lr("deformable", "ngf") == 0.5 and default_lr("translation", "mse") == 0.5
+    assert DEFAULT_ITERATIONS["deformable"] == (120, 80, 40)
+
+
+def test_deformable_mi_defaults_on_bench_like_pair():
+    # the benchmark's setting at half size: 128x128, 4 px RMS, all register_pair defaults (MI,
+    # lr 0.2 px, smoothness 0.5, 120/80/40 iterations) except fewer sampled pixels to stay fast
+    p = make_pair((128, 128), modality="remap", image="coffee", rms=4.0, seed=102, num_landmarks=20)
+    before = landmark_error(p.landmarks_fixed, p.landmarks_moving)["lre_mean"]
+    r = register_pair(p.fixed, p.moving, "deformable", mi_samples=2048)
+    after = landmark_error(p.landmarks_fixed, p.landmarks_moving, r.flow[0])["lre_mean"]
+    assert before > 3.0
+    assert after < 0.75, f"{before:.2f} -> {after:.2f}"
     assert folding_fraction(r.flow) == 0.0
 
 
