@@ -6,12 +6,16 @@
    (features included; target <= 2 px, <= 5 s on 2 cores). The straightforward per-pixel-loop
    matcher (fmdepth.correspondence.reference) is timed on the coarsest levels (relu5_1 whole map
    + relu4_1 regions) against the vectorised matcher on the same inputs, in the same run.
-2. Semantic aligner: trained on synthetic warped pairs for --semantic-seconds, then PCK@0.05 /
-   PCK@0.1 (alpha * max(H, W)) and end-point error on warped pairs of held-out images (target
-   PCK@0.05 >= 0.8).
+2. Semantic aligner: trained on synthetic warped pairs for --semantic-seconds (Adam, cosine
+   decay of the learning rate to --semantic-final-lr of it), then PCK@0.05 / PCK@0.1
+   (alpha * max(H, W)) and end-point error on warped pairs of held-out images (target
+   PCK@0.05 >= 0.8). --semantic-save keeps the trained aligner (a state_dict), --semantic-load
+   evaluates a saved one without training.
 
     python bench/correspondence.py                       # both parts
     python bench/correspondence.py --semantic-seconds 0  # NBB only
+    python bench/correspondence.py --skip-nbb --threads 1 --semantic-seconds 1200 --semantic-save aligner.pt
+    python bench/correspondence.py --skip-nbb --threads 1 --semantic-load aligner.pt
     python bench/correspondence.py --json bench_corr.json
 """
 import argparse
@@ -73,25 +77,36 @@ def bench_nbb(repeats: int, k: int, weights: str) -> dict:
             "coarse_speedup": t_ref / max(t_fast, 1e-9), "coarse_results_identical": bool(same)}
 
 
-def bench_semantic(seconds: float, batch_size: int, size: int, seed: int) -> dict:
+def bench_semantic(seconds: float, batch_size: int, size: int, seed: int, lr: float = 1e-3,
+                   final_lr_ratio: float = 1.0, save: str = "", load: str = "") -> dict:
     from torch.utils.data import DataLoader
 
-    from fmdepth.correspondence.semantic import (SKIMAGE_VAL_IMAGES, SemanticAligner, WarpedPairDataset,
-                                                 evaluate_pck, train_for)
+    from fmdepth.correspondence.semantic import (SKIMAGE_TRAIN_IMAGES, SKIMAGE_VAL_IMAGES, SemanticAligner,
+                                                 WarpedPairDataset, evaluate_pck, train_for)
 
     held_out = WarpedPairDataset(SKIMAGE_VAL_IMAGES, height=size, width=size, length=128, seed=seed + 1_000_003)
     loader = DataLoader(held_out, batch_size=32)
     torch.manual_seed(seed)
     aligner = SemanticAligner()
     before = evaluate_pck(aligner, loader, "cpu")
-    train = WarpedPairDataset(height=size, width=size, length=100_000, seed=seed)
-    t0 = time.perf_counter()
-    aligner, hist = train_for(seconds, aligner=aligner, dataset=train, batch_size=batch_size, seed=seed)
-    elapsed = time.perf_counter() - t0
-    after = evaluate_pck(aligner, loader, "cpu")
-    return {"train_seconds": elapsed, "steps": len(hist["loss"]), "batch_size": batch_size, "size": size,
-            "held_out_pairs": len(held_out), "untrained": before, "trained": after,
-            "train_epe_last20": sum(hist["epe"][-20:]) / max(1, len(hist["epe"][-20:]))}
+    res = {"batch_size": batch_size, "size": size, "lr": lr, "final_lr_ratio": final_lr_ratio,
+           "train_images": list(SKIMAGE_TRAIN_IMAGES), "held_out_images": list(SKIMAGE_VAL_IMAGES),
+           "held_out_pairs": len(held_out), "untrained": before}
+    if load:  # evaluate a saved aligner (state_dict of SemanticAligner() with default arguments)
+        aligner.load_state_dict(torch.load(load, map_location="cpu", weights_only=True))
+        res.update(loaded=load, train_seconds=0.0, steps=0)
+    else:
+        train = WarpedPairDataset(height=size, width=size, length=100_000, seed=seed)
+        t0 = time.perf_counter()
+        aligner, hist = train_for(seconds, aligner=aligner, dataset=train, batch_size=batch_size, lr=lr,
+                                  seed=seed, final_lr_ratio=final_lr_ratio)
+        res.update(train_seconds=time.perf_counter() - t0, steps=len(hist["loss"]),
+                   train_epe_last20=sum(hist["epe"][-20:]) / max(1, len(hist["epe"][-20:])))
+        if save:
+            torch.save(aligner.state_dict(), save)
+            res["saved"] = save
+    res["trained"] = evaluate_pck(aligner, loader, "cpu")
+    return res
 
 
 def _print_nbb(r: dict, args) -> None:
@@ -116,6 +131,11 @@ def main() -> None:
     p.add_argument("--semantic-seconds", type=float, default=600.0, help="training budget (0 = skip)")
     p.add_argument("--semantic-batch", type=int, default=8)
     p.add_argument("--semantic-size", type=int, default=64)
+    p.add_argument("--semantic-lr", type=float, default=1e-3)
+    p.add_argument("--semantic-final-lr", type=float, default=0.05,
+                   help="cosine decay of the learning rate to this fraction of --semantic-lr over the budget")
+    p.add_argument("--semantic-save", default="", help="save the trained aligner's state_dict here")
+    p.add_argument("--semantic-load", default="", help="skip training: evaluate this saved state_dict")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-nbb", action="store_true", help="only the semantic part")
     p.add_argument("--json", default="", help="also write the results here")
@@ -125,9 +145,13 @@ def main() -> None:
     if not args.skip_nbb:
         out["nbb"] = r = bench_nbb(args.repeats, args.k, args.weights)
         _print_nbb(r, args)
-    if args.semantic_seconds > 0:
-        out["semantic"] = s = bench_semantic(args.semantic_seconds, args.semantic_batch, args.semantic_size, args.seed)
-        print(f"semantic aligner: {s['steps']} steps in {s['train_seconds']:.0f} s (batch {s['batch_size']}, "
+    if args.semantic_seconds > 0 or args.semantic_load:
+        out["semantic"] = s = bench_semantic(args.semantic_seconds, args.semantic_batch, args.semantic_size,
+                                             args.seed, args.semantic_lr, args.semantic_final_lr,
+                                             args.semantic_save, args.semantic_load)
+        how = f"loaded from {s['loaded']}" if "loaded" in s else \
+            f"{s['steps']} steps in {s['train_seconds']:.0f} s on {args.threads} threads"
+        print(f"semantic aligner: {how} (batch {s['batch_size']}, "
               f"{s['size']}x{s['size']}); held-out warped pairs: PCK@0.05 {s['trained']['pck@0.05']:.3f} "
               f"(untrained {s['untrained']['pck@0.05']:.3f}) [target >= 0.8], PCK@0.1 "
               f"{s['trained']['pck@0.1']:.3f}, EPE {s['trained']['epe']:.2f} px")

@@ -256,11 +256,14 @@ class SemanticConfig:
     trunk_layers: int = 18  # ResNet depth of the shared feature extractor (18/34/50/101/152)
     pretrained: str = "none"  # trunk init: none | imagenet (torchvision download) | path to a ResNet state_dict
     corr_radius: int = 3  # correlation-volume displacement radius, in stride-8 feature cells
+    refine_radius: int = 2  # coarse-to-fine refinement: local correlation radius, in cells of each finer stride
+    finest_stride: int = 4  # last stride the flow is refined at (8: stride-8 estimate only, 4, 2: ~2x slower steps)
+    affine_prior: bool = True  # weighted least-squares affine fit of the stride-8 flow, residual regressed on it
     train_images: List[str] = field(default_factory=lambda: [
         "astronaut", "chelsea", "coffee", "immunohistochemistry", "hubble_deep_field", "camera", "coins",
         "moon", "clock", "brick", "gravel", "grass", "colorwheel"])  # skimage.data images warped for training
     val_images: List[str] = field(default_factory=lambda: [
-        "rocket", "cat", "page", "text", "retina"])  # held-out skimage.data images for validation pairs
+        "rocket", "cell", "page", "text", "retina"])  # held-out skimage.data images for validation pairs (not "cat" = "chelsea")
     real_pairs: str = ""  # folder with pairs.txt (real pairs, optional keypoints): train on these instead
     init_checkpoint: str = ""  # start from the 'semantic' weights of this checkpoint (e.g. the synthetic stage's best.pt)
     train_pairs: int = 2000  # synthetic pairs per epoch (generated on the fly from (seed, index))
@@ -272,6 +275,7 @@ class SemanticConfig:
     deform: float = 2.0  # random warp: std (pixels) of the smooth deformation
     photometric_change: float = 0.2  # strength of the random gain/offset/gamma applied to image A
     flow_weight: float = 1.0  # Laplace NLL of the flow error (synthetic pairs: true flow known)
+    coarse_flow_weight: float = 0.5  # end-point error of each level's coarse flow (synthetic pairs)
     photometric_weight: float = 0.0  # L1 of A vs B warped by the predicted flow (use for real pairs)
     equivariance_weight: float = 1.0  # landmarks of A carried by the true warp land on those of B
     joint_weight: float = 0.1  # landmarks of A carried by the predicted field land on those of B (uncertainty-weighted)
@@ -286,6 +290,8 @@ class SemanticConfig:
                f"must be one of 18, 34, 50, 101, 152, got {self.trunk_layers}")
         _check(bool(self.pretrained), f"{prefix}.pretrained", "must be 'none', 'imagenet' or a path")
         _check(self.corr_radius >= 1, f"{prefix}.corr_radius", "must be >= 1")
+        _check(self.refine_radius >= 1, f"{prefix}.refine_radius", "must be >= 1")
+        _check(self.finest_stride in (2, 4, 8), f"{prefix}.finest_stride", f"must be 2, 4 or 8, got {self.finest_stride}")
         _check(self.real_pairs != "REQUIRED", f"{prefix}.real_pairs",
                "set it to the folder holding pairs.txt (--set semantic.real_pairs=DIR)")
         _check(len(self.train_images) > 0 or bool(self.real_pairs), f"{prefix}.train_images",
@@ -294,8 +300,8 @@ class SemanticConfig:
             _check(getattr(self, k) > 0, f"{prefix}.{k}", f"must be > 0, got {getattr(self, k)}")
         _check(self.max_scale >= 1.0, f"{prefix}.max_scale", f"must be >= 1, got {self.max_scale}")
         for k in ("max_rotation", "max_translation", "deform", "photometric_change", "flow_weight",
-                  "photometric_weight", "equivariance_weight", "joint_weight", "concentration_weight",
-                  "separation_weight", "separation_margin"):
+                  "coarse_flow_weight", "photometric_weight", "equivariance_weight", "joint_weight",
+                  "concentration_weight", "separation_weight", "separation_margin"):
             _check(getattr(self, k) >= 0, f"{prefix}.{k}", f"must be >= 0, got {getattr(self, k)}")
         _check(self.photometric_change < 1.0, f"{prefix}.photometric_change", "must be < 1")
         _check(0 < self.pck_alpha < 1, f"{prefix}.pck_alpha", f"must be in (0, 1), got {self.pck_alpha}")

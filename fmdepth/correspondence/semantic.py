@@ -2,13 +2,17 @@
 
 Model (:class:`SemanticAligner`):
 
-* a shared feature extractor (ResNet trunk, :class:`fmdepth.networks.ResnetEncoder`, levels 1
-  and 2: strides 4 and 8) run on both images;
-* an alignment network: the local correlation volume of the two stride-8 feature maps (cosine
-  similarity for every displacement within ``corr_radius`` cells) gives a coarse flow prior (its
-  soft-argmax over displacements, learnable temperature); the volume plus A's features -> a
-  residual coarse flow and log-uncertainty, refined at stride 4 with A's finer features, upsampled to full
-  resolution. The result is a dense field on A's pixel grid, in pixels, pointing into B
+* a shared feature extractor (ResNet trunk, :class:`fmdepth.networks.ResnetEncoder`, levels 0,
+  1 and 2: strides 2, 4 and 8) run on both images;
+* an alignment network, coarse to fine: the local correlation volume of the two stride-8
+  feature maps (cosine similarity for every displacement within ``corr_radius`` cells) gives a
+  coarse flow prior (its soft-argmax over displacements, learnable temperature); the volume plus
+  A's features -> a residual coarse flow, a log-uncertainty and per-cell weights of a global
+  affine fit (weighted least squares, :func:`fit_affine_flow`) of that flow, on which a last
+  stride-8 residual is regressed (``affine_prior``). Then, PWC-style, at stride 4 (and 2, down to
+  ``finest_stride``): B's features warped by the upsampled flow, their local correlation with A's
+  (``refine_radius`` cells), its soft-argmax + a regressed residual. Upsampled to full
+  resolution, the result is a dense field on A's pixel grid, in pixels, pointing into B
   (``flow_warp(image_b, flow)`` brings B onto A) and a per-pixel scale ``sigma`` (pixels);
 * a landmark detector: K heatmaps at stride 4 on the shared features, turned into landmarks by a
   soft-argmax (expected position under the spatial softmax).
@@ -17,6 +21,8 @@ Losses (pure functions below, combined by :class:`SemanticSystem`):
 
 * ``flow_nll``: Laplace negative log-likelihood ``|e|/sigma + log sigma`` of the flow error on
   valid pixels, when the pair's true flow is known (synthetic pairs);
+* ``coarse_flow``: end-point error of every level's coarse flow against the true flow averaged
+  over each cell (synthetic pairs; deep supervision of the coarse-to-fine levels);
 * ``photometric``: L1 between A and B warped by the predicted flow (real pairs, no ground truth);
 * ``equivariance``: landmarks of A carried by the *true* warp land on the landmarks of B;
 * ``joint``: landmarks of A carried by the *predicted* field land on those of B, weighted by the
@@ -49,7 +55,7 @@ from torch.utils.data import Dataset
 # skimage.data images shipped with the package (no download needed)
 SKIMAGE_TRAIN_IMAGES = ("astronaut", "chelsea", "coffee", "immunohistochemistry", "hubble_deep_field",
                         "camera", "coins", "moon", "clock", "brick", "gravel", "grass", "colorwheel")
-SKIMAGE_VAL_IMAGES = ("rocket", "cat", "page", "text", "retina")
+SKIMAGE_VAL_IMAGES = ("rocket", "cell", "page", "text", "retina")  # not "cat": the same picture as "chelsea"
 
 
 # ------------------------------------------------------------------------------ pure functions
@@ -124,6 +130,19 @@ def laplace_nll(error: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return error.abs() / sigma + torch.log(sigma)
 
 
+def coarse_flow_error(flow: torch.Tensor, true_flow: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean end-point error (pixels) of a coarse flow (B, 2, h, w) against the full-resolution true
+    flow (B, 2, H, W) averaged over each cell (exact at the cell centre for an affine field), on the
+    cells entirely valid (``valid`` (B, 1, H, W) averaged to 1)."""
+    if flow.dim() != 4 or flow.shape[1] != 2 or true_flow.shape[:2] != flow.shape[:2]:
+        raise ValueError(f"flow (B, 2, h, w) and true_flow (B, 2, H, W) expected, got "
+                         f"{tuple(flow.shape)} and {tuple(true_flow.shape)}")
+    size = flow.shape[-2:]
+    target = F.adaptive_avg_pool2d(true_flow, size)
+    m = (F.adaptive_avg_pool2d(valid.float(), size) > 0.999).float()
+    return ((flow - target).norm(dim=1, keepdim=True) * m).sum() / m.sum().clamp_min(1.0)
+
+
 def sample_at(field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Bilinearly sample ``field`` (B, C, H, W) at (x, y) pixels ``points`` (B, N, 2) -> (B, N, C)."""
     from fmdepth.geometry import sample
@@ -189,67 +208,179 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.1, inplace=True))
 
 
+def _displacements(radius: int) -> torch.Tensor:
+    """(D, 2) (dx, dy) cell offsets in the channel order of :func:`local_correlation`."""
+    r = float(radius)
+    dy, dx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
+    return torch.stack([dx.flatten(), dy.flatten()], 1)
+
+
+def correlation_prior(corr: torch.Tensor, displacements: torch.Tensor, temperature: torch.Tensor
+                      ) -> torch.Tensor:
+    """Soft-argmax of a correlation volume over its displacements -> (B, 2, h, w) cells.
+
+    Args:
+        corr: (B, D, h, w) from :func:`local_correlation`; displacements: (D, 2) (dx, dy) cells;
+        temperature: scalar tensor (> 0) of the softmax over D.
+    """
+    attn = torch.softmax(corr / temperature, dim=1)  # (B, D, h, w)
+    return torch.einsum("bdhw,dc->bchw", attn, displacements.to(attn.dtype))
+
+
+def fit_affine_flow(flow: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """Weighted least-squares affine map fitted to a coarse flow, returned as a flow on the same grid.
+
+    Cell ``(i, j)`` of the (h, w) grid has its centre at pixel ``((j + .5) s - .5, (i + .5) s - .5)``;
+    the fit minimises ``sum_p weight(p) |M [p; 1] - (p + flow(p))|^2`` over 2x3 matrices M.
+
+    Args:
+        flow: (B, 2, h, w) pixels; weight: (B, 1, h, w) >= 0 (normalised inside); stride: s.
+
+    Returns:
+        (B, 2, h, w) pixels: ``M [p; 1] - p``.
+    """
+    if flow.dim() != 4 or flow.shape[1] != 2 or weight.shape != (flow.shape[0], 1, *flow.shape[2:]):
+        raise ValueError(f"flow (B, 2, h, w) and weight (B, 1, h, w) expected, got {tuple(flow.shape)} "
+                         f"and {tuple(weight.shape)}")
+    B, _, h, w = flow.shape
+    dt = flow.dtype
+    ys, xs = torch.meshgrid((torch.arange(h, device=flow.device, dtype=dt) + 0.5) * stride - 0.5,
+                            (torch.arange(w, device=flow.device, dtype=dt) + 0.5) * stride - 0.5, indexing="ij")
+    c = torch.tensor([(w * stride - 1) / 2.0, (h * stride - 1) / 2.0], device=flow.device, dtype=dt)
+    norm = float(max(h, w) * stride) / 2.0  # centred, ~unit coordinates: a well-conditioned system
+    pts = (torch.stack([xs.flatten(), ys.flatten()], 1) - c) / norm  # (N, 2)
+    P = torch.cat([pts, torch.ones_like(pts[:, :1])], 1)  # (N, 3)
+    Q = pts + flow.flatten(2).transpose(1, 2) / norm  # (B, N, 2)
+    wgt = weight.flatten(2).transpose(1, 2)  # (B, N, 1)
+    wgt = wgt / wgt.sum(1, keepdim=True).clamp_min(1e-12)
+    PtW = (P * wgt).transpose(1, 2)  # (B, 3, N)
+    eye = torch.eye(3, device=flow.device, dtype=dt) * 1e-6
+    M = torch.linalg.solve(PtW @ P + eye, PtW @ Q)  # (B, 3, 2)
+    return ((P @ M - pts) * norm).transpose(1, 2).reshape(B, 2, h, w)
+
+
+class _Refinement(nn.Module):
+    """One coarse-to-fine step (PWC-style) at a finer stride: B's features warped by the upsampled
+    flow, local correlation with A's, soft-argmax prior of it + a residual flow and log-sigma
+    regressed from the correlation, A's features and the coarser level's context."""
+
+    def __init__(self, stride: int, feat_ch: int, ctx_ch: int, radius: int, width: int) -> None:
+        super().__init__()
+        self.stride, self.radius = stride, radius
+        d = (2 * radius + 1) ** 2
+        self.reduce = nn.Conv2d(feat_ch, 32, 1)
+        self.align = nn.Sequential(_conv(d + 32 + ctx_ch + 3, width), _conv(width, width))
+        self.head = nn.Conv2d(width, 3, 3, padding=1)  # residual flow (cells) + log-sigma
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("displacements", _displacements(radius), persistent=False)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.05)))
+
+    def forward(self, fa: torch.Tensor, fb: torch.Tensor, flow: torch.Tensor, log_sigma: torch.Tensor,
+                ctx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """fa, fb (B, C, h, w) at this stride; flow (B, 2, h', w') pixels, log_sigma (B, 1, h', w'),
+        ctx (B, c, h', w') from the coarser level -> flow, log_sigma, context at (h, w)."""
+        from fmdepth.geometry import flow_warp
+
+        up = lambda t: F.interpolate(t, size=fa.shape[-2:], mode="bilinear", align_corners=False)
+        flow, log_sigma, ctx = up(flow), up(log_sigma), up(ctx)
+        s = float(self.stride)
+        fb_warped, _ = flow_warp(fb, flow / s)  # B's features brought onto A's grid (zeros outside)
+        corr = local_correlation(fa, fb_warped, self.radius)  # (B, D, h, w)
+        x = self.align(torch.cat([corr, self.reduce(fa), ctx, flow / s, log_sigma], 1))
+        out = self.head(x)
+        prior = correlation_prior(corr, self.displacements, self.log_temperature.exp())
+        return flow + (prior + out[:, :2]) * s, log_sigma + out[:, 2:], x
+
+
 class SemanticAligner(nn.Module):
     """Shared trunk + alignment network (flow, uncertainty) + landmark detector.
+
+    The alignment network is coarse-to-fine: a stride-8 estimate from the correlation volume of
+    the two stride-8 feature maps (soft-argmax prior + regressed residual); with ``affine_prior``,
+    a weighted least-squares affine fit of it (weights predicted per cell) plus a regressed
+    residual; then one refinement per finer stride down to ``finest_stride`` (4, then 2): B's
+    features at that stride are warped by the upsampled flow, correlated locally
+    (``refine_radius`` cells) with A's, and a residual flow (soft-argmax prior + regression) and
+    log-sigma are added.
 
     Args:
         num_landmarks: K heatmaps.
         trunk_layers: ResNet depth of the shared feature extractor (18/34/50/...).
         pretrained: trunk weights: ``"none"``, ``"imagenet"`` or a ResNet state_dict path.
-        corr_radius: displacement radius of the correlation volume, in stride-8 cells.
+        corr_radius: displacement radius of the stride-8 correlation volume, in stride-8 cells.
         min_sigma: floor of the uncertainty (pixels).
+        refine_radius: displacement radius of the refinement correlations, in cells of their stride.
+        finest_stride: 8 (no refinement), 4 or 2: the last stride the flow is refined at.
+        affine_prior: fit a global affine map to the stride-8 flow and regress the residual on it.
 
     Shapes:
         forward(image_a (B, 3, H, W), image_b (B, 3, H, W)) in [0, 1], H and W multiples of 8 ->
         dict with ``flow`` (B, 2, H, W) pixels (A grid -> B), ``sigma`` (B, 1, H, W) pixels,
         ``landmarks_a``/``landmarks_b`` (B, K, 2) (x, y) pixels, ``probs_a``/``probs_b``
-        (B, K, H/4, W/4).
+        (B, K, H/4, W/4), ``coarse_flows``: the flow (pixels) after each level, coarsest first,
+        (B, 2, H/s, W/s) for s = 8 (twice with ``affine_prior``: before and after the affine
+        step), 4, ... down to ``finest_stride``.
     """
 
     landmark_stride = 4
 
     def __init__(self, num_landmarks: int = 10, trunk_layers: int = 18, pretrained: str = "none",
-                 corr_radius: int = 3, min_sigma: float = 0.1) -> None:
+                 corr_radius: int = 3, min_sigma: float = 0.1, refine_radius: int = 2,
+                 finest_stride: int = 4, affine_prior: bool = True) -> None:
         super().__init__()
         from fmdepth.networks.resnet import ResnetEncoder
 
-        if num_landmarks < 1 or corr_radius < 1 or min_sigma <= 0:
-            raise ValueError(f"need num_landmarks >= 1, corr_radius >= 1, min_sigma > 0, got "
-                             f"{num_landmarks}, {corr_radius}, {min_sigma}")
+        if num_landmarks < 1 or corr_radius < 1 or min_sigma <= 0 or refine_radius < 1:
+            raise ValueError(f"need num_landmarks >= 1, corr_radius >= 1, min_sigma > 0, refine_radius >= 1, "
+                             f"got {num_landmarks}, {corr_radius}, {min_sigma}, {refine_radius}")
+        if finest_stride not in (2, 4, 8):
+            raise ValueError(f"finest_stride must be 2, 4 or 8, got {finest_stride}")
         self.num_landmarks = num_landmarks
         self.trunk_layers = trunk_layers
         self.corr_radius = corr_radius
         self.min_sigma = min_sigma
+        self.refine_radius = refine_radius
+        self.finest_stride = finest_stride
+        self.affine_prior = bool(affine_prior)
         self.trunk = ResnetEncoder(trunk_layers, pretrained=pretrained)
-        # only strides 4 and 8 are used: drop the deeper stages' weights
+        # only strides 2, 4 and 8 are used: drop the deeper stages' weights
         self.trunk.encoder.layer3, self.trunk.encoder.layer4 = nn.Identity(), nn.Identity()
-        c4, c8 = self.trunk.num_ch_enc[1], self.trunk.num_ch_enc[2]
+        c2, c4, c8 = self.trunk.num_ch_enc[0], self.trunk.num_ch_enc[1], self.trunk.num_ch_enc[2]
         d = (2 * corr_radius + 1) ** 2
         self.reduce8 = nn.Conv2d(c8, 64, 1)
         self.align8 = nn.Sequential(_conv(d + 64, 128), _conv(128, 96), _conv(96, 64))
-        self.head8 = nn.Conv2d(64, 3, 3, padding=1)  # flow (cells) + log-sigma
-        self.reduce4 = nn.Conv2d(c4, 32, 1)
-        self.align4 = nn.Sequential(_conv(64 + 32 + 3, 64), _conv(64, 64))
-        self.head4 = nn.Conv2d(64, 3, 3, padding=1)  # residual flow (cells) + log-sigma
-        self.landmark = nn.Sequential(_conv(c4 + 64, 64), _conv(64, 64),
-                                      nn.Conv2d(64, num_landmarks, 1))
-        for head in (self.head8, self.head4):
+        # flow (cells) + log-sigma (+ the logit of each cell's weight in the affine fit)
+        self.head8 = nn.Conv2d(64, 4 if self.affine_prior else 3, 3, padding=1)
+        heads = [self.head8]
+        if self.affine_prior:  # residual over the weighted affine fit of the stride-8 flow
+            self.mix8 = _conv(64 + 4, 64)
+            self.head8_affine = nn.Conv2d(64, 2, 3, padding=1)
+            heads.append(self.head8_affine)
+        for head in heads:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         # coarse flow prior: soft-argmax of the correlation volume over the displacements (the
         # heads learn residuals on top of it); learnable temperature
-        r = corr_radius
-        dy, dx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
-        self.register_buffer("displacements", torch.stack([dx.flatten(), dy.flatten()], 1), persistent=False)
+        self.register_buffer("displacements", _displacements(corr_radius), persistent=False)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(0.05)))
+        self.refine = nn.ModuleList()
+        if finest_stride <= 4:
+            self.refine.append(_Refinement(4, c4, 64, refine_radius, 64))
+        if finest_stride <= 2:
+            self.refine.append(_Refinement(2, c2, 64, refine_radius, 32))
+        self.landmark = nn.Sequential(_conv(c4 + 64, 64), _conv(64, 64),
+                                      nn.Conv2d(64, num_landmarks, 1))
 
     def config(self) -> dict:
         return {"num_landmarks": self.num_landmarks, "trunk_layers": self.trunk_layers,
-                "corr_radius": self.corr_radius, "min_sigma": self.min_sigma}
+                "corr_radius": self.corr_radius, "min_sigma": self.min_sigma,
+                "refine_radius": self.refine_radius, "finest_stride": self.finest_stride,
+                "affine_prior": self.affine_prior}
 
-    def features(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def features(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self.trunk(image, max_level=2)
-        return f[1], f[2]  # stride 4, stride 8
+        return f[0], f[1], f[2]  # strides 2, 4, 8
 
     def detect(self, f4: torch.Tensor, f8: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         up = F.interpolate(self.reduce8(f8), size=f4.shape[-2:], mode="bilinear", align_corners=False)
@@ -264,26 +395,30 @@ class SemanticAligner(nn.Module):
         if H % 8 or W % 8:
             raise ValueError(f"image size must be a multiple of 8, got {H}x{W}")
         B = image_a.shape[0]
-        f4, f8 = self.features(torch.cat([image_a, image_b]))
-        f4a, f4b, f8a, f8b = f4[:B], f4[B:], f8[:B], f8[B:]
-        corr = local_correlation(f8a, f8b, self.corr_radius)
-        x8 = self.align8(torch.cat([corr, self.reduce8(f8a)], 1))
-        out8 = self.head8(x8)
-        attn = torch.softmax(corr / self.log_temperature.exp(), dim=1)  # (B, D, h, w)
-        prior = torch.einsum("bdhw,dc->bchw", attn, self.displacements.to(attn.dtype))  # cells
-        flow8 = (prior + out8[:, :2]) * 8.0  # pixels
-        up = lambda t: F.interpolate(t, size=f4a.shape[-2:], mode="bilinear", align_corners=False)
-        x4 = self.align4(torch.cat([up(x8), self.reduce4(f4a), up(torch.cat([flow8 / 8.0, out8[:, 2:]], 1))], 1))
-        out4 = self.head4(x4)
-        flow4 = up(flow8) + out4[:, :2] * 4.0
-        log_sigma = up(out8[:, 2:]) + out4[:, 2:]
-        flow = F.interpolate(flow4, size=(H, W), mode="bilinear", align_corners=False)
-        sigma = F.softplus(F.interpolate(log_sigma, size=(H, W), mode="bilinear", align_corners=False)
-                           + math.log(math.e - 1.0)) + self.min_sigma  # 1 + min_sigma at init
-        lm = torch.cat([f4a, f4b]), torch.cat([f8a, f8b])
-        landmarks, probs = self.detect(*lm)
+        f2, f4, f8 = self.features(torch.cat([image_a, image_b]))
+        f8a, f8b = f8[:B], f8[B:]
+        corr = local_correlation(f8a, f8b, self.corr_radius)  # (B, D, H/8, W/8)
+        ctx = self.align8(torch.cat([corr, self.reduce8(f8a)], 1))
+        out8 = self.head8(ctx)
+        prior = correlation_prior(corr, self.displacements, self.log_temperature.exp())  # cells
+        flow, log_sigma = (prior + out8[:, :2]) * 8.0, out8[:, 2:3]  # pixels, (B, 1, H/8, W/8)
+        coarse = [flow]
+        if self.affine_prior:
+            weight = torch.softmax(out8[:, 3:].flatten(2), -1).view_as(log_sigma)
+            affine = fit_affine_flow(flow, weight, 8)
+            ctx = self.mix8(torch.cat([ctx, affine / 8.0, (flow - affine) / 8.0], 1))
+            flow = affine + self.head8_affine(ctx) * 8.0
+            coarse.append(flow)
+        for level in self.refine:
+            f = f4 if level.stride == 4 else f2
+            flow, log_sigma, ctx = level(f[:B], f[B:], flow, log_sigma, ctx)
+            coarse.append(flow)
+        full = lambda t: F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)
+        flow = full(flow)
+        sigma = F.softplus(full(log_sigma) + math.log(math.e - 1.0)) + self.min_sigma  # 1 + min_sigma at init
+        landmarks, probs = self.detect(f4, f8)
         return {"flow": flow, "sigma": sigma, "landmarks_a": landmarks[:B], "landmarks_b": landmarks[B:],
-                "probs_a": probs[:B], "probs_b": probs[B:]}
+                "probs_a": probs[:B], "probs_b": probs[B:], "coarse_flows": coarse}
 
     @torch.no_grad()
     def match_points(self, image_a: torch.Tensor, image_b: torch.Tensor,
@@ -293,7 +428,7 @@ class SemanticAligner(nn.Module):
 
 
 # ------------------------------------------------------------------------------------- system
-DEFAULT_WEIGHTS = {"flow": 1.0, "photometric": 0.0, "equivariance": 1.0, "joint": 0.1,
+DEFAULT_WEIGHTS = {"flow": 1.0, "coarse_flow": 0.5, "photometric": 0.0, "equivariance": 1.0, "joint": 0.1,
                    "concentration": 0.1, "separation": 1.0}
 
 
@@ -335,6 +470,9 @@ class SemanticSystem(nn.Module):
             valid = batch["valid"].float()
             err = (flow - batch["flow"]).norm(dim=1, keepdim=True)  # (B, 1, H, W) pixels
             terms["flow"] = (laplace_nll(err, sigma) * valid).sum() / valid.sum().clamp_min(1.0)
+        if "flow" in batch and w["coarse_flow"] > 0:
+            terms["coarse_flow"] = sum(coarse_flow_error(f, batch["flow"], batch["valid"])
+                                       for f in out["coarse_flows"]) / len(out["coarse_flows"])
         if w["photometric"] > 0:
             warped, inside = flow_warp(b, flow)
             m = inside.float()
@@ -602,9 +740,16 @@ def make_validate(alphas: Sequence[float] = (0.05, 0.1)):
 # ---------------------------------------------------------------------- bounded-time training
 def train_for(seconds: float, aligner: Optional[SemanticAligner] = None, dataset: Optional[Dataset] = None,
               batch_size: int = 16, lr: float = 1e-3, device="cpu", weights: Optional[Dict[str, float]] = None,
-              seed: int = 0, max_steps: int = 0, progress: bool = True) -> Tuple[SemanticAligner, Dict[str, list]]:
+              seed: int = 0, max_steps: int = 0, progress: bool = True, final_lr_ratio: float = 1.0
+              ) -> Tuple[SemanticAligner, Dict[str, list]]:
     """Train a semantic aligner on synthetic warped pairs for at most ``seconds`` (no CLI, no
-    run folder; for benches and notebooks). Returns the aligner and the loss history."""
+    run folder; for benches and notebooks). Returns the aligner and the loss history.
+
+    ``final_lr_ratio`` < 1: cosine decay of the learning rate from ``lr`` to ``lr * final_lr_ratio``
+    over the budget (the fraction of ``seconds`` elapsed or of ``max_steps`` done, whichever is
+    further)."""
+    if not 0 < final_lr_ratio <= 1:
+        raise ValueError(f"final_lr_ratio must be in (0, 1], got {final_lr_ratio}")
     from tqdm import tqdm
 
     if seconds <= 0 and max_steps <= 0:
@@ -618,7 +763,7 @@ def train_for(seconds: float, aligner: Optional[SemanticAligner] = None, dataset
     gen = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen,
                                          drop_last=True, num_workers=0)
-    history: Dict[str, list] = {"loss": [], "epe": []}
+    history: Dict[str, list] = {"loss": [], "epe": [], "lr": []}
     start = time.perf_counter()
     step = 0
     bar = tqdm(desc="semantic", unit="step", disable=not progress)
@@ -626,6 +771,12 @@ def train_for(seconds: float, aligner: Optional[SemanticAligner] = None, dataset
     while True:
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
+            if final_lr_ratio < 1:
+                done = max((time.perf_counter() - start) / seconds if seconds > 0 else 0.0,
+                           step / max_steps if max_steps else 0.0)
+                factor = final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+                for group in opt.param_groups:
+                    group["lr"] = lr * factor
             out = system.training_step(batch, step)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -634,6 +785,7 @@ def train_for(seconds: float, aligner: Optional[SemanticAligner] = None, dataset
             step += 1
             history["loss"].append(float(out.loss.detach()))
             history["epe"].append(out.scalars.get("epe", float("nan")))
+            history["lr"].append(opt.param_groups[0]["lr"])
             bar.update(1)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3g}", epe=f"{history['epe'][-1]:.2f}")
             if (seconds > 0 and time.perf_counter() - start >= seconds) or (max_steps and step >= max_steps):

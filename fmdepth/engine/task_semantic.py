@@ -28,7 +28,9 @@ def build(cfg) -> Task:
         raise ValueError(f"config key 'data.dataset': the semantic task uses 'semantic_pairs', got "
                          f"'{d.dataset}' (see configs/semantic_synthetic.yaml)")
     aligner = SemanticAligner(num_landmarks=s.num_landmarks, trunk_layers=s.trunk_layers,
-                              pretrained=s.pretrained, corr_radius=s.corr_radius)
+                              pretrained=s.pretrained, corr_radius=s.corr_radius,
+                              refine_radius=s.refine_radius, finest_stride=s.finest_stride,
+                              affine_prior=s.affine_prior)
     if s.init_checkpoint:
         from fmdepth.engine.checkpoint import load_checkpoint
 
@@ -37,7 +39,7 @@ def build(cfg) -> Task:
             raise ValueError(f"semantic.init_checkpoint: {s.init_checkpoint} holds no 'semantic' model "
                              f"(models: {', '.join(ckpt['models'])})")
         aligner.load_state_dict(ckpt["models"]["semantic"])
-    weights = {"flow": s.flow_weight, "photometric": s.photometric_weight,
+    weights = {"flow": s.flow_weight, "coarse_flow": s.coarse_flow_weight, "photometric": s.photometric_weight,
                "equivariance": s.equivariance_weight, "joint": s.joint_weight,
                "concentration": s.concentration_weight, "separation": s.separation_weight}
     system = SemanticSystem(aligner, weights, separation_margin=s.separation_margin)

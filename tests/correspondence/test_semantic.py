@@ -7,7 +7,7 @@ import torch
 from fmdepth.correspondence.semantic import (SemanticAligner, SemanticSystem, WarpedPairDataset,
                                              carry_points, concentration_loss, laplace_nll,
                                              local_correlation, pck, random_warp_flow,
-                                             separation_loss, soft_argmax)
+                                             separation_loss, soft_argmax, train_for)
 
 
 def test_soft_argmax_of_a_delta_is_its_location():
@@ -137,6 +137,102 @@ def test_one_training_step_is_finite_and_learns():
         SemanticSystem(aligner, {"flwo": 1.0})
     with pytest.raises(ValueError, match="multiple of 8"):
         aligner(torch.rand(1, 3, 30, 32), torch.rand(1, 3, 30, 32))
+
+
+def test_refinement_level_recovers_a_known_shift_from_its_correlation():
+    from fmdepth.correspondence.semantic import _Refinement
+
+    torch.manual_seed(0)
+    level = _Refinement(stride=4, feat_ch=16, ctx_ch=5, radius=2, width=8)
+    fb = torch.randn(1, 16, 12, 12)
+    fa = torch.roll(fb, shifts=(-1, 2), dims=(2, 3))  # a(p) = b(p + (dx=-2, dy=1)) cells
+    zero = torch.zeros(1, 2, 6, 6)  # coarser (stride-8) flow, pixels
+    flow, log_sigma, ctx = level(fa, fb, zero, torch.zeros(1, 1, 6, 6), torch.zeros(1, 5, 6, 6))
+    assert flow.shape == (1, 2, 12, 12) and log_sigma.shape == (1, 1, 12, 12) and ctx.shape == (1, 8, 12, 12)
+    inner = flow[0, :, 3:9, 3:9]  # away from the roll's wrap-around
+    torch.testing.assert_close(inner, torch.tensor([-8.0, 4.0]).view(2, 1, 1).expand_as(inner), atol=0.2, rtol=0)
+    # an upsampled coarse flow that is already right: B's features are warped onto A's, nothing to add
+    right = torch.tensor([-8.0, 4.0]).view(1, 2, 1, 1).expand(1, 2, 6, 6)
+    flow, _, _ = level(fa, fb, right, torch.zeros(1, 1, 6, 6), torch.zeros(1, 5, 6, 6))
+    torch.testing.assert_close(flow[0, :, 3:9, 3:9], right[0, :, :1, :1].expand(2, 6, 6), atol=0.2, rtol=0)
+
+
+@pytest.mark.parametrize("finest,affine", [(8, False), (8, True), (4, True), (2, False)])
+def test_aligner_coarse_to_fine_shapes_and_config_round_trip(finest, affine):
+    torch.manual_seed(0)
+    m = SemanticAligner(num_landmarks=3, finest_stride=finest, refine_radius=1, affine_prior=affine)
+    out = m(torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48))
+    assert out["flow"].shape == (2, 2, 32, 48) and out["sigma"].shape == (2, 1, 32, 48)
+    strides = ([8, 8] if affine else [8]) + [4, 2][: {8: 0, 4: 1, 2: 2}[finest]]
+    assert [tuple(f.shape) for f in out["coarse_flows"]] == [(2, 2, 32 // s, 48 // s) for s in strides]
+    again = SemanticAligner(**m.config())
+    again.load_state_dict(m.state_dict())  # strict: the config rebuilds the same architecture
+    with pytest.raises(ValueError, match="finest_stride"):
+        SemanticAligner(finest_stride=16)
+
+
+def test_fit_affine_flow_recovers_an_affine_field_and_ignores_zero_weight_cells():
+    import numpy as np
+
+    from fmdepth.correspondence.semantic import fit_affine_flow
+
+    flow = random_warp_flow(48, 64, np.random.default_rng(0), deform=0.0)  # affine, (2, 48, 64)
+    coarse = torch.nn.functional.adaptive_avg_pool2d(flow[None], (6, 8))  # exact at the stride-8 cell centres
+    weight = torch.rand(1, 1, 6, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fit_affine_flow(coarse, weight, 8), coarse, atol=1e-3, rtol=0)
+    noisy = coarse.clone()
+    noisy[..., 2, 3] += 20.0  # an outlier cell: with zero weight it does not move the fit
+    weight[..., 2, 3] = 0.0
+    torch.testing.assert_close(fit_affine_flow(noisy, weight, 8), coarse, atol=1e-3, rtol=0)
+    assert (fit_affine_flow(noisy, torch.ones_like(weight), 8) - coarse).abs().max() > 0.1
+    with pytest.raises(ValueError, match="weight"):
+        fit_affine_flow(coarse, weight[:, :, :3], 8)
+
+
+def test_coarse_flow_error_is_zero_for_the_cell_centre_values_of_an_affine_field():
+    from fmdepth.correspondence.semantic import coarse_flow_error
+
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(24.0), indexing="ij")
+    true = torch.stack([0.1 * xs - 0.2 * ys + 1, 0.05 * xs + 0.1 * ys - 2])[None]  # (1, 2, 16, 24)
+    cy, cx = torch.meshgrid(torch.arange(4.0) * 4 + 1.5, torch.arange(6.0) * 4 + 1.5, indexing="ij")
+    coarse = torch.stack([0.1 * cx - 0.2 * cy + 1, 0.05 * cx + 0.1 * cy - 2])[None]  # at stride-4 cell centres
+    valid = torch.ones(1, 1, 16, 24, dtype=torch.bool)
+    assert coarse_flow_error(coarse, true, valid) < 1e-5
+    off = coarse + torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)
+    torch.testing.assert_close(coarse_flow_error(off, true, valid), torch.tensor(5.0))
+    # cells not entirely valid do not count
+    valid[..., :4, :4] = False
+    off[..., 0, 0] += 100
+    torch.testing.assert_close(coarse_flow_error(off, true, valid), torch.tensor(5.0))
+
+
+def test_held_out_images_are_not_training_images():
+    import numpy as np
+
+    from fmdepth.correspondence.semantic import SKIMAGE_TRAIN_IMAGES, SKIMAGE_VAL_IMAGES, load_skimage_images
+
+    from fmdepth.config import SemanticConfig
+
+    assert list(SemanticConfig().val_images) == list(SKIMAGE_VAL_IMAGES)
+    assert list(SemanticConfig().train_images) == list(SKIMAGE_TRAIN_IMAGES)
+    train = load_skimage_images(SKIMAGE_TRAIN_IMAGES, max_side=32)
+    held = load_skimage_images(SKIMAGE_VAL_IMAGES, max_side=32)
+    for name, v in zip(SKIMAGE_VAL_IMAGES, held):  # e.g. skimage's "cat" is the picture "chelsea"
+        for tname, t in zip(SKIMAGE_TRAIN_IMAGES, train):
+            same = v.shape == t.shape and np.allclose(v.numpy(), t.numpy(), atol=1e-3)
+            assert not same, f"held-out '{name}' is the training image '{tname}'"
+
+
+def test_train_for_decays_the_learning_rate_and_checks_it():
+    ds = WarpedPairDataset(["astronaut"], height=32, width=32, length=4, seed=0)
+    aligner, hist = train_for(0, SemanticAligner(num_landmarks=2, finest_stride=4), ds, batch_size=2,
+                              lr=1e-3, max_steps=3, progress=False, final_lr_ratio=0.1)
+    assert len(hist["loss"]) == 3 and all(math.isfinite(x) for x in hist["loss"])
+    # cosine from 1e-3 towards 1e-4 over the 3 steps: at 0, 1/3 and 2/3 of the way
+    expect = [1e-4 + 9e-4 * 0.5 * (1 + math.cos(math.pi * f)) for f in (0, 1 / 3, 2 / 3)]
+    assert hist["lr"] == pytest.approx(expect)
+    with pytest.raises(ValueError, match="final_lr_ratio"):
+        train_for(0, SemanticAligner(num_landmarks=2), ds, max_steps=1, final_lr_ratio=0.0)
 
 
 def test_semantic_task_builds_from_the_config(tmp_path):
