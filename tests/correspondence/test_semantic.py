@@ -269,6 +269,23 @@ def test_semantic_training_through_the_engine(tmp_path):
 
     ckpt = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pt"))
     assert "semantic" in ckpt["models"]
+    # the saved config rebuilds the same architecture (coarse-to-fine arguments included)
+    s = ckpt["config"]["semantic"]
+    assert s["finest_stride"] == 4 and s["affine_prior"] is True and s["refine_radius"] == 2
+    aligner = SemanticAligner(num_landmarks=s["num_landmarks"], trunk_layers=s["trunk_layers"],
+                              corr_radius=s["corr_radius"], refine_radius=s["refine_radius"],
+                              finest_stride=s["finest_stride"], affine_prior=s["affine_prior"])
+    aligner.load_state_dict(ckpt["models"]["semantic"])
+    # and a later stage starts from it (semantic.init_checkpoint)
+    from fmdepth.engine.tasks import build_task
+
+    cfg2 = load_config("configs/semantic_synthetic.yaml",
+                       ["semantic.train_images=[astronaut]", "semantic.val_images=[camera]",
+                        "semantic.val_pairs=2", "semantic.train_pairs=2", "data.height=32", "data.width=32",
+                        f"semantic.init_checkpoint={tmp_path / 'run' / 'checkpoints' / 'last.pt'}"])
+    task = build_task(cfg2)
+    for k, v in task.system.aligner.state_dict().items():
+        assert torch.equal(v, ckpt["models"]["semantic"][k]), k
 
 
 def test_real_pairs_folder_with_keypoints_trains_without_a_true_field(tmp_path):
