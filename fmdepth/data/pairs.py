@@ -563,6 +563,125 @@ class SyntheticPairDataset(Dataset):
                 "landmarks_fixed": p.landmarks_fixed, "landmarks_moving": p.landmarks_moving}
 
 
+class FastSyntheticPairDataset(Dataset):
+    """Cheap on-the-fly synthetic pairs in torch, for training learned registration at scale.
+
+    The same recipe as :func:`make_pair` (random crop of a shipped image at 50-90 % of its short
+    side, smooth random deformation from a 5x5 control grid upsampled bicubically, fixed = the
+    grey photo warped by the deformation, moving = another modality of the unwarped photo), but
+    vectorised in torch on pre-loaded images: about a millisecond per 128x128 pair instead of
+    ~50 ms (scipy cubic resampling and Harris landmarks), so millions of distinct pairs can be
+    drawn. Sampling goes through :func:`fmdepth.geometry.sample`. No landmarks (the known flow is
+    the supervision); modalities ``remap``, ``edges``, ``invert``, ``same``.
+
+    Each index is deterministic (``seed``, ``idx``); the RMS of the deformation is drawn in
+    ``rms * rms_range`` so that the model sees milder and stronger fields than the nominal one.
+
+    Args:
+        length: number of indices.
+        size: (H, W) of the pairs.
+        seed: random seed (use other seeds than evaluation pairs).
+        modalities: moving-image modalities to draw from.
+        rms: nominal RMS of the deformation, pixels at ``size``.
+        images: shipped base images (None: :attr:`DEFAULT_IMAGES`).
+        rms_range: (lo, hi) factors applied to ``rms``.
+
+    Example:
+        >>> ds = FastSyntheticPairDataset(10, size=(64, 64), images=("camera",))
+        >>> s = ds[3]; s["fixed"].shape, s["moving"].shape, s["flow"].shape
+        ((1, 64, 64), (1, 64, 64), (2, 64, 64))
+    """
+
+    FAST_MODALITIES = ("remap", "edges", "invert", "same")  # repeat one to draw it more often
+    DEFAULT_IMAGES = ("camera", "astronaut", "coffee", "chelsea", "immunohistochemistry", "retina", "coins",
+                      "moon", "hubble_deep_field", "rocket", "page")
+
+    def __init__(self, length: int, size: Tuple[int, int] = (128, 128), seed: int = 0,
+                 modalities: Sequence[str] = ("remap", "edges"), rms: float = 4.0,
+                 images: Optional[Sequence[str]] = None, rms_range: Tuple[float, float] = (0.5, 1.5),
+                 control: int = 5) -> None:
+        for m in modalities:
+            if m not in self.FAST_MODALITIES:
+                raise ValueError(f"modalities: '{m}' is not available for fast synthesis; expected "
+                                 f"{', '.join(self.FAST_MODALITIES)}")
+        if not modalities or (images is not None and not images):
+            raise ValueError("modalities and images must not be empty")
+        self.length, self.size, self.seed = int(length), (int(size[0]), int(size[1])), int(seed)
+        self.modalities, self.rms, self.rms_range, self.control = tuple(modalities), float(rms), rms_range, control
+        self.images = tuple(images) if images is not None else self.DEFAULT_IMAGES
+        h, w = self.size
+        self._bases = []
+        for name in self.images:  # grey, pre-shrunk so that a 90 % crop is ~1.3x the output size
+            g = torch.from_numpy(to_gray(shipped_image(name)))[None]  # (1, 1, Hb, Wb)
+            short = min(g.shape[-2:])
+            f = min(1.0, 1.3 * max(h, w) / (0.9 * short))
+            if f < 1.0:
+                g = torch.nn.functional.interpolate(g, scale_factor=f, mode="bilinear", align_corners=False,
+                                                    antialias=True)
+            self._bases.append(g.clamp(0, 1).contiguous())
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, idx: int) -> dict:
+        import torch.nn.functional as F
+
+        from fmdepth.geometry import sample
+
+        if not 0 <= idx < self.length:
+            raise IndexError(idx)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(idx))
+        u = lambda lo, hi: float(lo + (hi - lo) * torch.rand((), generator=gen))  # noqa: E731
+        h, w = self.size
+        bi = int(torch.randint(len(self._bases), (), generator=gen))
+        base = self._bases[bi]
+        bh, bw = base.shape[-2:]
+        rms = self.rms * u(*self.rms_range)
+        # smooth field: Gaussian noise on a control grid, bicubic upsampling, zero mean, RMS = rms
+        flow = F.interpolate(torch.randn(1, 2, self.control, self.control, generator=gen), size=(h, w),
+                             mode="bicubic", align_corners=True)
+        flow = flow - flow.mean(dim=(2, 3), keepdim=True)
+        flow = flow * (rms / flow.pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+        # crop: fraction of the base's short side, positioned so that the deformation stays inside
+        frac = u(0.5, 0.9)
+        ch = min(bh, bw) * frac
+        s = ch / h  # base pixels per output pixel
+        cw = min(float(bw), s * w)
+        s = min(s, cw / w)
+        m = float(flow.abs().max()) * s + 1.0
+        y0 = u(min(m, (bh - 1 - s * (h - 1)) / 2), max(min(m, (bh - 1 - s * (h - 1)) / 2), bh - 1 - s * (h - 1) - m))
+        x0 = u(min(m, (bw - 1 - s * (w - 1)) / 2), max(min(m, (bw - 1 - s * (w - 1)) / 2), bw - 1 - s * (w - 1) - m))
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        grid = torch.stack([xs, ys], -1)[None]  # (1, h, w, 2) output pixel (x, y)
+        offset = torch.tensor([x0, y0])
+        pix_m = offset + s * grid
+        pix_f = offset + s * (grid + flow.permute(0, 2, 3, 1))
+        both = sample(torch.cat([base, base]), torch.cat([pix_f, pix_m]), mode="bicubic", padding_mode="border")[0]
+        both = both.clamp(0, 1)
+        fixed, gray_m = both[:1], both[1:]
+        mod = self.modalities[int(torch.randint(len(self.modalities), (), generator=gen))]
+        if mod == "remap":
+            freq, phase = u(1.1, 1.6), u(0, 2 * np.pi)
+            moving = 0.5 + 0.5 * torch.sin(2 * np.pi * freq * gray_m + phase)
+        elif mod == "edges":
+            k = torch.exp(-0.5 * torch.arange(-3, 4, dtype=torch.float32) ** 2)
+            k = k / k.sum()
+            sm = F.conv2d(F.pad(gray_m, (3, 3, 3, 3), mode="replicate"), (k[:, None] * k[None])[None, None])
+            sob = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+            pad = F.pad(sm, (1, 1, 1, 1), mode="replicate")
+            gx = F.conv2d(pad, sob[None, None])
+            gy = F.conv2d(pad, sob.t()[None, None])
+            mag = torch.sqrt(gx ** 2 + gy ** 2)
+            moving = (mag / torch.quantile(mag.flatten(), 0.995).clamp_min(1e-6)).clamp(0, 1)
+        elif mod == "invert":
+            moving = 1.0 - gray_m
+        else:
+            moving = gray_m
+        return {"name": f"fast_synthetic_{idx:07d}", "fixed": fixed[0].contiguous(),
+                "moving": moving[0].contiguous(), "flow": flow[0].contiguous()}
+
+
 # -------------------------------------------------------------------------------------- videos
 def is_video(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTS)

@@ -90,3 +90,42 @@ def test_video_pair_mismatch(tmp_path):
     assert n == 3 and notes
     with pytest.raises(ValueError, match="frame rates differ"):
         check_video_pair(str(tmp_path / "a.mp4"), str(tmp_path / "c.mp4"))
+
+
+def test_fast_synthetic_pairs_known_flow_and_determinism():
+    from fmdepth.data.pairs import FastSyntheticPairDataset
+    from fmdepth.geometry import flow_warp
+
+    ds = FastSyntheticPairDataset(8, size=(64, 80), seed=3, modalities=("same",), rms=3.0, images=("camera",))
+    a, b = ds[2], ds[2]
+    assert a["fixed"].shape == (1, 64, 80) and a["moving"].shape == (1, 64, 80) and a["flow"].shape == (2, 64, 80)
+    assert torch.equal(a["fixed"], b["fixed"]) and torch.equal(a["flow"], b["flow"])  # deterministic per index
+    assert not torch.equal(ds[3]["flow"], a["flow"])
+    rms = float(a["flow"].pow(2).sum(0).mean().sqrt())
+    assert 1.5 - 1e-4 <= rms <= 4.5 + 1e-4  # rms * rms_range
+    warped, valid = flow_warp(a["moving"][None], a["flow"][None])
+    residual = float(((warped - a["fixed"][None]).abs() * valid).sum() / valid.sum())
+    before = float((a["moving"] - a["fixed"]).abs().mean())
+    assert residual < 0.25 * before, (residual, before)  # the true flow explains the fixed image
+    # a wrong-sign flow does not
+    wrong, v2 = flow_warp(a["moving"][None], -a["flow"][None])
+    assert float(((wrong - a["fixed"][None]).abs() * v2).sum() / v2.sum()) > 2 * residual
+
+
+@pytest.mark.parametrize("modality", ["remap", "edges", "invert"])
+def test_fast_synthetic_pairs_modalities_in_range(modality):
+    from fmdepth.data.pairs import FastSyntheticPairDataset
+
+    s = FastSyntheticPairDataset(2, size=(48, 48), modalities=(modality,), images=("astronaut",))[1]
+    for k in ("fixed", "moving"):
+        assert s[k].dtype == torch.float32 and 0.0 <= float(s[k].min()) and float(s[k].max()) <= 1.0
+    assert float((s["moving"] - s["fixed"]).abs().mean()) > 0.02  # a different modality
+
+
+def test_fast_synthetic_pairs_errors():
+    from fmdepth.data.pairs import FastSyntheticPairDataset
+
+    with pytest.raises(ValueError, match="ihc"):
+        FastSyntheticPairDataset(2, modalities=("ihc",))
+    with pytest.raises(IndexError):
+        FastSyntheticPairDataset(2, size=(32, 32), images=("camera",))[2]
