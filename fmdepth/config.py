@@ -207,6 +207,10 @@ class RegistrationConfig:
     input_scale: float = 1.0  # networks see images resized by this factor; fields are upsampled back
     smoothness: float = 0.05  # weight of the flow gradient smoothness (deformable)
     supervised: float = 0.0  # weight of the end-point error to a known true flow (synthetic pairs only)
+    similarity_weight: float = 1.0  # deformable: weight of the similarity (0 with supervised > 0 = EPE only)
+    input_norm: bool = False  # deformable: standardise each network input image (zero mean, unit std)
+    input_features: str = "intensity"  # deformable: intensity | orientation (+ sign-invariant edge orientation)
+    passes: int = 1  # deformable: recursive cascade, the U-Net re-applied to the warped moving image (1-4)
     mi_bins: int = 32  # mutual-information histogram bins
     mi_samples: int = 0  # MI on this many random pixels per image (0 = all pixels)
     ncc_window: int = 9  # local NCC window
@@ -223,6 +227,7 @@ class RegistrationConfig:
     val_pairs: int = 16  # validation pairs (synthetic, or held out of the pair folder)
     synthetic_rms: float = 4.0  # RMS (pixels at data.height) of the synthetic smooth deformation
     synthetic_affine: bool = False  # add a random affine to synthetic pairs
+    synthetic_generator: str = "scipy"  # training pairs: scipy (make_pair) | torch (fast, no affine/landmarks)
     modalities: List[str] = field(default_factory=lambda: ["remap", "edges"])  # synthetic modality pairs
 
     def validate(self, prefix: str) -> None:
@@ -239,13 +244,25 @@ class RegistrationConfig:
         _check(0 < self.input_scale <= 1, f"{prefix}.input_scale", "must be in (0, 1]")
         _check(self.ncc_window >= 3 and self.ncc_window % 2 == 1, f"{prefix}.ncc_window", "must be odd and >= 3")
         for k in ("smoothness", "supervised", "l1_weight", "gan_weight", "bilateral_weight", "bilateral_alpha",
-                  "synthetic_rms", "mi_samples", "val_pairs"):
+                  "synthetic_rms", "mi_samples", "val_pairs", "similarity_weight"):
             _check(getattr(self, k) >= 0, f"{prefix}.{k}", "must be >= 0")
         _check(bool(self.fixed_video) == bool(self.moving_video), f"{prefix}.fixed_video",
                "fixed_video and moving_video must be given together")
         known = ("remap", "edges", "invert", "ihc", "channels", "same")
         for m in self.modalities:
             _check(m in known, f"{prefix}.modalities", f"unknown modality '{m}'; known: {', '.join(known)}")
+        _check(1 <= self.passes <= 4, f"{prefix}.passes", "must be in [1, 4]")
+        _check(self.input_features in ("intensity", "orientation"), f"{prefix}.input_features",
+               f"must be intensity or orientation, got '{self.input_features}'")
+        _check(self.synthetic_generator in ("scipy", "torch"), f"{prefix}.synthetic_generator",
+               f"must be scipy or torch, got '{self.synthetic_generator}'")
+        if self.synthetic_generator == "torch":
+            fast = ("remap", "edges", "invert", "same")
+            for m in self.modalities:
+                _check(m in fast, f"{prefix}.modalities",
+                       f"modality '{m}' is not available with synthetic_generator: torch ({', '.join(fast)})")
+            _check(not self.synthetic_affine, f"{prefix}.synthetic_affine",
+                   "is not available with synthetic_generator: torch")
 
 
 @dataclass

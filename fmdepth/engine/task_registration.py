@@ -8,7 +8,9 @@ Data, in order of precedence:
    ``landmarks_moving/``, ``flow/``; see :mod:`fmdepth.data.pairs`); the last
    ``registration.val_pairs`` pairs are held out for validation;
 3. nothing: synthetic multimodal pairs from scikit-image images with known displacement
-   (``registration.synthetic_pairs`` training pairs, ``val_pairs`` validation pairs with a different seed).
+   (``registration.synthetic_pairs`` training pairs, ``val_pairs`` validation pairs with a different seed);
+   ``registration.synthetic_generator: torch`` draws the training pairs with the fast torch
+   synthesiser (:class:`fmdepth.data.pairs.FastSyntheticPairDataset`).
 
 Validation reports the landmark error (``lre_mean``, selects best.pt) and the folding fraction.
 """
@@ -45,7 +47,8 @@ def validate_registration(system, loader, device) -> Dict[str, float]:
 
 def build(cfg) -> Task:
     """Registration system + pair datasets + landmark validation for ``cfg``."""
-    from fmdepth.data.pairs import FramePairDataset, PairFolderDataset, SyntheticPairDataset, collate_pairs
+    from fmdepth.data.pairs import (FastSyntheticPairDataset, FramePairDataset, PairFolderDataset,
+                                    SyntheticPairDataset, collate_pairs)
     from fmdepth.models.registration import build_registration_system
 
     d, r = cfg.data, cfg.registration
@@ -71,8 +74,12 @@ def build(cfg) -> Task:
             train_set = full
     else:
         common = dict(size=size, modalities=tuple(r.modalities), affine=r.synthetic_affine, rms=r.synthetic_rms)
-        train_set = SyntheticPairDataset(r.synthetic_pairs, seed=cfg.seed, **common)
-        if r.val_pairs > 0:
+        if r.synthetic_generator == "torch":  # fast torch synthesis, a new pair at every index
+            train_set = FastSyntheticPairDataset(r.synthetic_pairs, size=size, seed=cfg.seed,
+                                                 modalities=tuple(r.modalities), rms=r.synthetic_rms)
+        else:
+            train_set = SyntheticPairDataset(r.synthetic_pairs, seed=cfg.seed, **common)
+        if r.val_pairs > 0:  # validation keeps make_pair's pairs (landmarks on Harris corners)
             val_set = SyntheticPairDataset(r.val_pairs, seed=cfg.seed + 7919, **common)
     has_landmarks = val_set is not None and (not d.path or r.fixed_video
                                              or os.path.isdir(os.path.join(d.path, "landmarks_fixed")))

@@ -70,6 +70,10 @@ class UNetFlow(nn.Module):
             self.up.append(_ConvAct(cur + enc_ch[i], out))
             cur = out
         self.refine = _ConvAct(cur, width)
+        for m in self.modules():  # He init for the leaky ReLUs: keeps the decoder features at the
+            if isinstance(m, nn.Conv2d):  # input's scale (PyTorch's default init shrinks them ~10x)
+                nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
         self.head = nn.Conv2d(width, out_channels, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

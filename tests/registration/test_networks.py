@@ -37,3 +37,17 @@ def test_bad_inputs():
         UNetFlow(2, depth=2, width=4)(torch.rand(1, 3, 16, 16), torch.rand(1, 1, 16, 16))
     with pytest.raises(ValueError, match="image"):
         ResnetTranslator(1, 1, width=4, num_blocks=0)(torch.rand(1, 3, 16, 16))
+
+
+def test_unet_flow_features_keep_their_scale_at_init():
+    # He init: the decoder output feeding the (zero) head keeps the input's order of magnitude
+    # (ratio 0.91 here); with PyTorch's default conv init it shrinks to 0.10
+    torch.manual_seed(0)
+    net = UNetFlow(2, depth=4, width=16)
+    feats = {}
+    net.refine.register_forward_hook(lambda mod, i, o: feats.setdefault("refine", o))
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        net(x, torch.rand(2, 1, 64, 64))
+    ratio = float(feats["refine"].pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
+    assert 0.3 < ratio < 3.0, ratio

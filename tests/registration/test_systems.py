@@ -84,3 +84,124 @@ def test_checkpoint_round_trip(tmp_path):
     loaded = load_registration_checkpoint(path)
     b = _batch()
     assert torch.allclose(loaded.register(b.fixed, b.moving).flow, system.eval().register(b.fixed, b.moving).flow)
+
+
+def test_similarity_weight_zero_trains_on_epe_alone():
+    from fmdepth.models.registration import DeformableRegistration
+
+    b = _batch()
+    sys_ = DeformableRegistration(depth=3, width=8, similarity="ngf", smoothness=0.0, supervised=1.0,
+                                  similarity_weight=0.0)
+    with torch.no_grad():
+        sys_.net.head.bias.copy_(torch.tensor([0.5, -0.25]))
+    out = sys_.training_step(b, step=0)
+    assert "similarity" not in out.scalars
+    assert float(out.loss) == pytest.approx(out.scalars["supervised_epe"], rel=1e-6)
+    # without a true flow the similarity comes back (weight 1), so the loss keeps a data term
+    b.flow = None
+    out = sys_.training_step(b, step=0)
+    assert "similarity" in out.scalars and float(out.loss) == pytest.approx(out.scalars["similarity"], rel=1e-6)
+    with pytest.raises(ValueError, match="similarity_weight"):
+        DeformableRegistration(similarity_weight=-1.0)
+
+
+def test_torch_synthetic_generator_config_and_task():
+    from fmdepth.config import ConfigError
+    from fmdepth.data.pairs import FastSyntheticPairDataset
+    from fmdepth.engine.task_registration import build
+
+    cfg = load_config(None, SMALL + ["registration.synthetic_generator=torch", "registration.similarity_weight=0",
+                                     "registration.supervised=1", "registration.modalities=[remap, same]"])
+    task = build(cfg)
+    assert isinstance(task.train_set, FastSyntheticPairDataset) and len(task.train_set) == 4
+    assert task.system.similarity_weight == 0.0
+    s = task.train_set[0]
+    assert s["fixed"].shape == (1, 64, 64) and s["flow"].shape == (2, 64, 64)
+    with pytest.raises(ConfigError, match="registration.synthetic_generator"):
+        load_config(None, SMALL + ["registration.synthetic_generator=numpy"])
+    with pytest.raises(ConfigError, match="registration.modalities"):
+        load_config(None, SMALL + ["registration.synthetic_generator=torch", "registration.modalities=[ihc]"])
+    with pytest.raises(ConfigError, match="registration.similarity_weight"):
+        load_config(None, SMALL + ["registration.similarity_weight=-0.5"])
+    with pytest.raises(ConfigError, match="registration.input_features"):
+        load_config(None, SMALL + ["registration.input_features=gradients"])
+
+
+def test_orientation_features_hand_values_and_sign_invariance():
+    from fmdepth.models.registration import DeformableRegistration, orientation_features
+
+    u = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 1, 6, 8)
+    f = orientation_features(0.1 * u)  # horizontal ramp: gx = 0.1, gy = 0 (interior)
+    assert f.shape == (1, 2, 6, 8)
+    assert torch.allclose(f[0, 0, :, 1:-1], torch.full((6, 6), 0.01 / (0.01 + 0.0025)))
+    assert torch.allclose(f[0, 1], torch.zeros(6, 8))
+    v = u.transpose(-1, -2)[..., :6, :6] * 0.1  # vertical ramp: cos 2a = -1 direction
+    assert float(orientation_features(v)[0, 0, 2, 2]) < -0.7
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.allclose(orientation_features(x), orientation_features(1.0 - x), atol=1e-6)  # polarity-free
+    with pytest.raises(ValueError, match="input_features"):
+        DeformableRegistration(input_features="rgb")
+
+
+def test_shipped_deformable_config_uses_the_fast_supervised_recipe():
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    cfg = load_config(os.path.join(root, "configs", "registration_deformable.yaml"), [])
+    r = cfg.registration
+    assert r.synthetic_generator == "torch" and r.supervised > 0 and r.similarity_weight == 0.0
+    assert r.input_features == "orientation" and r.input_norm
+    system = build_registration_system(cfg)
+    assert system.net.in_channels == 6 and system.input_features == "orientation"
+
+
+def test_bench_learned_model_save_load_round_trip(tmp_path):
+    import importlib.util
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    spec = importlib.util.spec_from_file_location("bench_registration", os.path.join(root, "bench", "registration.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = bench.build_learned((128, 128)).eval()
+    with torch.no_grad():
+        model.net.head.bias.copy_(torch.tensor([0.3, -0.6]))
+    path = os.path.join(tmp_path, "learned.pt")
+    bench.save_learned(model, path)
+    loaded = bench.load_learned(path, (128, 128))
+    f, m = torch.rand(1, 1, 128, 128), torch.rand(1, 1, 128, 128)
+    assert torch.equal(loaded.register(f, m).flow, model.register(f, m).flow)
+    assert loaded.input_scale == bench.LEARNED["net_size"] / 128
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["learned"]["width"] += 1
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="saved for"):
+        bench.load_learned(path, (128, 128))
+
+
+def test_input_norm_makes_the_prediction_brightness_invariant():
+    from fmdepth.models.registration import DeformableRegistration
+
+    torch.manual_seed(0)
+    b = _batch()
+    for norm in (True, False):
+        sys_ = DeformableRegistration(depth=3, width=8, input_norm=norm).eval()
+        torch.nn.init.normal_(sys_.net.head.weight, std=0.1)  # a non-trivial flow
+        with torch.no_grad():
+            a = sys_.predict_flow(b.fixed, b.moving)["flow"]
+            c = sys_.predict_flow(0.5 * b.fixed + 0.3, 2.0 * b.moving - 0.2)["flow"]
+        assert a.abs().max() > 1e-3
+        assert torch.allclose(a, c, atol=1e-4) == norm
+
+
+def test_cascade_composes_the_passes():
+    from fmdepth.models.registration import DeformableRegistration
+
+    b = _batch()
+    sys_ = DeformableRegistration(depth=3, width=8, passes=2).eval()
+    with torch.no_grad():
+        sys_.net.head.bias.copy_(torch.tensor([1.25, -0.5]))  # every pass predicts the same translation
+        flow = sys_.predict_flow(b.fixed, b.moving)["flow"]
+    assert torch.allclose(flow, torch.tensor([2.5, -1.0]).view(1, 2, 1, 1).expand_as(flow), atol=1e-5)
+    out = sys_.train().training_step(b, step=0)
+    out.loss.backward()
+    assert sys_.net.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="passes"):
+        DeformableRegistration(passes=0)
