@@ -14,7 +14,7 @@
 
     python bench/correspondence.py                       # both parts
     python bench/correspondence.py --semantic-seconds 0  # NBB only
-    python bench/correspondence.py --skip-nbb --threads 1 --semantic-seconds 1200 --semantic-save aligner.pt
+    python bench/correspondence.py --skip-nbb --threads 1 --semantic-seconds 1800 --semantic-save aligner.pt  # 0.81
     python bench/correspondence.py --skip-nbb --threads 1 --semantic-load aligner.pt
     python bench/correspondence.py --json bench_corr.json
 """
