@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
+from .media import IMAGE_EXTS, VIDEO_EXTS, iter_video_frames, video_info  # noqa: F401 (video_info re-exported)
+from .media import is_video_file as is_video  # noqa: F401 (re-exported for fmdepth register)
+from .media import list_images as _list_images
 
 # scikit-image images that ship with the wheel (no pooch download needed in skimage 0.26).
 SHIPPED_IMAGES = ("camera", "astronaut", "coffee", "chelsea", "immunohistochemistry", "retina",
@@ -460,12 +461,6 @@ def collate_pairs(samples: List[dict]) -> PairBatch:
     return PairBatch(fixed, moving, flow, lf, lm, [str(s.get("name", i)) for i, s in enumerate(samples)])
 
 
-def _list_images(folder: str) -> List[str]:
-    if not os.path.isdir(folder):
-        raise NotADirectoryError(f"not a folder: {folder}")
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
-
-
 class PairFolderDataset(Dataset):
     """Pairs from a pair folder (``ROOT/fixed``, ``ROOT/moving``, optional landmarks and flow).
 
@@ -683,35 +678,6 @@ class FastSyntheticPairDataset(Dataset):
 
 
 # -------------------------------------------------------------------------------------- videos
-def is_video(path: str) -> bool:
-    return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTS)
-
-
-def _open_video(path: str):
-    """An imageio ffmpeg reader for ``path``; ValueError naming the file when it cannot be read."""
-    import imageio.v2 as iio2
-
-    try:
-        return iio2.get_reader(path, format="ffmpeg")
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
-
-
-def video_info(path: str) -> Tuple[int, float]:
-    """(number of frames, frames per second) of a video file; a frame folder gives (n, 0.0)."""
-    if os.path.isdir(path):
-        return len(_list_images(path)), 0.0
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"video not found: {path}")
-    reader = _open_video(path)
-    try:
-        fps = float(reader.get_meta_data().get("fps", 0.0) or 0.0)
-        n = reader.count_frames()
-    finally:
-        reader.close()
-    return int(n), fps
-
-
 def read_frames(path: str, channels: Optional[int] = None):
     """Yield float32 (C, H, W) frames from a folder of images (sorted by name) or a video file."""
     if os.path.isdir(path):
@@ -725,12 +691,8 @@ def read_frames(path: str, channels: Optional[int] = None):
         raise FileNotFoundError(f"video or frame folder not found: {path}")
     if not path.lower().endswith(VIDEO_EXTS):
         raise ValueError(f"{path}: expected a folder of frames or a video file ({', '.join(VIDEO_EXTS)})")
-    reader = _open_video(path)
-    try:
-        for frame in reader:
-            yield image_to_chw(np.asarray(frame), channels, name=path)
-    finally:
-        reader.close()
+    for frame in iter_video_frames(path):
+        yield image_to_chw(frame, channels, name=path)
 
 
 def check_video_pair(fixed: str, moving: str, on_mismatch: str = "error") -> Tuple[int, float, List[str]]:
