@@ -188,6 +188,8 @@ def shipped_image(name: str) -> np.ndarray:
 
     if name not in SHIPPED_IMAGES:
         raise ValueError(f"unknown base image '{name}'; shipped ones: {', '.join(SHIPPED_IMAGES)}")
+    if name == "motorcycle_left":  # the left view of scikit-image's stereo pair (left, right, disparity)
+        return image_to_chw(skimage.data.stereo_motorcycle()[0], name=name)
     return image_to_chw(getattr(skimage.data, name)(), name=name)
 
 

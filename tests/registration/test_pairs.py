@@ -129,3 +129,14 @@ def test_fast_synthetic_pairs_errors():
         FastSyntheticPairDataset(2, modalities=("ihc",))
     with pytest.raises(IndexError):
         FastSyntheticPairDataset(2, size=(32, 32), images=("camera",))[2]
+
+
+def test_every_shipped_image_loads():
+    from fmdepth.data.pairs import SHIPPED_IMAGES, shipped_image
+
+    for name in SHIPPED_IMAGES:
+        img = shipped_image(name)
+        assert img.dtype == np.float32 and img.ndim == 3 and img.shape[0] in (1, 3), name
+        assert min(img.shape[1:]) >= 128 and 0.0 <= img.min() and img.max() <= 1.0, name
+    with pytest.raises(ValueError, match="unknown base image 'nope'"):
+        shipped_image("nope")
