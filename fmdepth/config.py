@@ -211,6 +211,8 @@ class RegistrationConfig:
     input_norm: bool = False  # deformable: standardise each network input image (zero mean, unit std)
     input_features: str = "intensity"  # deformable: intensity | orientation (+ sign-invariant edge orientation)
     passes: int = 1  # deformable: recursive cascade, the U-Net re-applied to the warped moving image (1-4)
+    refine_scale: float = 1.0  # deformable: passes after the first see input_scale * refine_scale (<= 1; coarse to fine)
+    cascade_from_step: int = 0  # deformable: training runs the first pass alone before this step, then all passes
     mi_bins: int = 32  # mutual-information histogram bins
     mi_samples: int = 0  # MI on this many random pixels per image (0 = all pixels)
     ncc_window: int = 9  # local NCC window
@@ -252,6 +254,8 @@ class RegistrationConfig:
         for m in self.modalities:
             _check(m in known, f"{prefix}.modalities", f"unknown modality '{m}'; known: {', '.join(known)}")
         _check(1 <= self.passes <= 4, f"{prefix}.passes", "must be in [1, 4]")
+        _check(self.refine_scale >= 1, f"{prefix}.refine_scale", "must be >= 1")
+        _check(self.cascade_from_step >= 0, f"{prefix}.cascade_from_step", "must be >= 0")
         _check(self.input_features in ("intensity", "orientation"), f"{prefix}.input_features",
                f"must be intensity or orientation, got '{self.input_features}'")
         _check(self.synthetic_generator in ("scipy", "torch"), f"{prefix}.synthetic_generator",

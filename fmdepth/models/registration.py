@@ -594,7 +594,10 @@ class DeformableRegistration(LearnedRegistration):
     makes pointwise intensity remaps (e.g. RGB vs infrared-like contrast) look alike to the network
     and speeds supervised training up several-fold on the benchmark pairs. ``passes > 1`` is a
     recursive cascade: the same U-Net is applied again to the moving image warped by the flow so
-    far, and the residual flows are composed. ``similarity_weight=0`` with ``supervised > 0`` trains on the end-point error alone
+    far, and the residual flows are composed; ``refine_scale > 1`` runs the passes after the first
+    at ``input_scale * refine_scale`` (coarse to fine: e.g. 64 px, then 128 px for a 256 px pair);
+    training trains the cascade end to end (loss on the final composed flow), with the first pass
+    alone before training step ``cascade_from_step``. ``similarity_weight=0`` with ``supervised > 0`` trains on the end-point error alone
     (the similarity is then not computed, which saves its cost); batches without a true flow fall
     back to the similarity with weight 1, so the loss never silently loses its data term.
     """
@@ -603,11 +606,16 @@ class DeformableRegistration(LearnedRegistration):
 
     def __init__(self, depth: int = 4, width: int = 16, diffeomorphic: bool = False, integration_steps: int = 7,
                  smoothness: float = 0.05, similarity_weight: float = 1.0, input_norm: bool = False,
-                 input_features: str = "intensity", passes: int = 1, **kwargs) -> None:
+                 input_features: str = "intensity", passes: int = 1, refine_scale: float = 1.0, cascade_from_step: int = 0,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if not 1 <= passes <= 4:
             raise ValueError(f"passes: must be in [1, 4], got {passes}")
-        self.passes = int(passes)
+        if refine_scale < 1:
+            raise ValueError(f"refine_scale: must be >= 1, got {refine_scale}")
+        if cascade_from_step < 0:
+            raise ValueError(f"cascade_from_step: must be >= 0, got {cascade_from_step}")
+        self.passes, self.refine_scale, self.cascade_from_step = int(passes), float(refine_scale), int(cascade_from_step)
         if similarity_weight < 0:
             raise ValueError(f"similarity_weight: must be >= 0, got {similarity_weight}")
         if input_features not in INPUT_FEATURES:
@@ -620,19 +628,28 @@ class DeformableRegistration(LearnedRegistration):
     def trainable_models(self) -> Dict[str, nn.Module]:
         return {"flow": self.net}
 
-    def predict_flow(self, fixed, moving):
+    def predict_flow(self, fixed, moving, passes: Optional[int] = None):
         _check_pair(fixed, moving)
         H, W = fixed.shape[-2:]
-        size = self._net_size(H, W)
-        f_lo, m_lo = resize_image(fixed, size), resize_image(moving, size)
-        flow_lo = None
-        for _ in range(self.passes):  # pass k > 1: the moving image warped by the flow so far
+        flow_lo, inputs = None, {}
+        for k, size in enumerate(self.pass_sizes(H, W, passes)):  # pass k > 0: the moving image warped by the flow so far
+            if size not in inputs:
+                inputs[size] = resize_image(fixed, size), resize_image(moving, size)
+            f_lo, m_lo = inputs[size]
+            if flow_lo is not None and tuple(flow_lo.shape[-2:]) != size:
+                flow_lo = resize_flow(flow_lo, size)
             m_k = m_lo if flow_lo is None else flow_warp(m_lo, flow_lo, padding_mode="border")[0]
             field_ = self.net(self._net_input(f_lo), self._net_input(m_k))  # (B, 2, h, w)
             step = integrate_velocity(field_, steps=self.integration_steps) if self.diffeomorphic else field_
             # compose: moving(p + s(p) + flow(p + s(p)))
             flow_lo = step if flow_lo is None else step + flow_warp(flow_lo, step, padding_mode="border")[0]
         return {"flow": resize_flow(flow_lo, (H, W)), "flow_lo": flow_lo}
+
+    def pass_sizes(self, h: int, w: int, passes: Optional[int] = None) -> List[Tuple[int, int]]:
+        """Network input size of each pass: ``input_scale``, then ``input_scale * refine_scale`` (<= 1)."""
+        s = min(1.0, self.input_scale * self.refine_scale)
+        fine = (max(8, int(round(h * s))), max(8, int(round(w * s))))
+        return [self._net_size(h, w)] + [fine] * ((self.passes if passes is None else passes) - 1)
 
     def _net_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_features == "orientation":  # per image: [intensity, cos 2a, sin 2a]
@@ -646,7 +663,8 @@ class DeformableRegistration(LearnedRegistration):
         from fmdepth.engine.system import StepOutput
 
         fixed, moving = to_gray(batch.fixed), to_gray(batch.moving)
-        out = self.predict_flow(fixed, moving)
+        # before cascade_from_step, training runs the first pass alone (it learns the coarse field first)
+        out = self.predict_flow(fixed, moving, passes=1 if self.training and step < self.cascade_from_step else None)
         warped, valid = flow_warp(moving, out["flow"])
         smooth = losses.flow_smoothness(out["flow_lo"])
         loss = self.smoothness * smooth
@@ -762,6 +780,7 @@ def build_registration_system(cfg) -> LearnedRegistration:
                                       integration_steps=r.integration_steps, smoothness=r.smoothness,
                                       similarity_weight=r.similarity_weight, input_norm=r.input_norm,
                                       input_features=r.input_features, passes=r.passes,
+                                      refine_scale=r.refine_scale, cascade_from_step=r.cascade_from_step,
                                       similarity=r.similarity, **common)
     if r.method == "translation":
         return TranslationRegistration(depth=r.unet_depth, width=r.unet_width, translator_width=r.translator_width,

@@ -205,3 +205,93 @@ def test_cascade_composes_the_passes():
     assert sys_.net.head.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="passes"):
         DeformableRegistration(passes=0)
+
+
+class _ScriptedFlowNet(torch.nn.Module):
+    """Stands in for the U-Net: pass k returns the k-th scripted smooth field at the input size and
+    records the (fixed, moving) inputs it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))  # so that training_step has a gradient to check
+        self.seen = []
+
+    def field(self, k, h, w):
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        if k == 0:  # order-sensitive pair of fields: s + f(id + s) != f + s(id + f)
+            return torch.stack([1.5 * torch.sin(ys / 4.0), 0.8 * torch.cos(xs / 5.0) + 0.3])[None]
+        return torch.stack([0.6 * torch.cos(ys / 3.0 + xs / 7.0), -1.1 * torch.sin(xs / 3.0)])[None]
+
+    def forward(self, f, m):
+        self.seen.append((f.detach().clone(), m.detach().clone()))
+        k = len(self.seen) - 1
+        return self.w * self.field(k, *f.shape[-2:]).expand(f.shape[0], -1, -1, -1)
+
+
+def _np_warp(img, flow):
+    """Independent reference of out(p) = img(p + flow(p)): bilinear, border-clamped (scipy)."""
+    import numpy as np
+    from scipy import ndimage
+
+    h, w = img.shape[-2:]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    coords = [ys + flow[1].numpy(), xs + flow[0].numpy()]
+    return np.stack([ndimage.map_coordinates(c.numpy().astype(np.float64), coords, order=1, mode="nearest")
+                     for c in img])
+
+
+@pytest.mark.parametrize("refine_scale", [1.0, 2.0])
+def test_cascade_composition_order_and_refine_scale(refine_scale):
+    """Pass 2 sees the moving image warped by pass 1's flow, at input_scale * refine_scale, and the
+    result is u = s + f(id + s) (s: pass-2 residual, f: pass-1 flow, resampled to pass 2's grid)."""
+    import numpy as np
+
+    from fmdepth.models.registration import DeformableRegistration, resize_flow, resize_image
+
+    g = torch.Generator().manual_seed(0)
+    fixed, moving = torch.rand(1, 1, 32, 32, generator=g), torch.rand(1, 1, 32, 32, generator=g)
+    sys_ = DeformableRegistration(passes=2, input_scale=0.5, refine_scale=refine_scale).eval()
+    sys_.net = net = _ScriptedFlowNet()
+    assert sys_.pass_sizes(32, 32) == [(16, 16), (32, 32) if refine_scale == 2 else (16, 16)]
+    with torch.no_grad():
+        out = sys_.predict_flow(fixed, moving)
+    n2 = 32 if refine_scale == 2 else 16
+    assert [tuple(f.shape[-2:]) for f, _ in net.seen] == [(16, 16), (n2, n2)]
+    f1 = resize_flow(net.field(0, 16, 16), (n2, n2))[0]
+    m2 = resize_image(moving, (n2, n2))[0]
+    np.testing.assert_allclose(net.seen[1][1][0].numpy(), _np_warp(m2, f1), atol=1e-4)
+    s = net.field(1, n2, n2)[0]
+    expected = s.numpy() + _np_warp(f1, s)
+    np.testing.assert_allclose(out["flow_lo"][0].numpy(), expected, atol=1e-4)
+    wrong = f1.numpy() + _np_warp(s, f1)  # the other composition order is measurably different
+    assert np.abs(wrong - expected).max() > 0.05
+    assert out["flow"].shape == (1, 2, 32, 32)
+    # trained end to end: the loss on the final flow reaches the net through both passes
+    sys_.supervised, sys_.similarity_weight = 1.0, 0.0
+    batch = collate_pairs([{"name": "a", "fixed": fixed[0], "moving": moving[0], "flow": torch.zeros(2, 32, 32)}])
+    sys_.train().training_step(batch, step=0).loss.backward()
+    assert net.w.grad is not None and net.w.grad.abs() > 0
+    with pytest.raises(ValueError, match="refine_scale"):
+        DeformableRegistration(refine_scale=0.5)
+
+
+def test_cascade_from_step_trains_the_first_pass_alone_first():
+    cfg = load_config(None, SMALL + ["registration.method=deformable", "registration.passes=2",
+                                     "registration.refine_scale=2", "registration.input_scale=0.5",
+                                     "registration.cascade_from_step=3", "registration.supervised=1",
+                                     "registration.similarity_weight=0"])
+    system = build_registration_system(cfg).train()
+    assert (system.passes, system.refine_scale, system.cascade_from_step) == (2, 2.0, 3)
+    system.net = net = _ScriptedFlowNet()
+    b = _batch()
+    system.training_step(b, step=2)
+    assert [tuple(f.shape[-2:]) for f, _ in net.seen] == [(32, 32)]  # one pass before step 3
+    net.seen.clear()
+    system.training_step(b, step=3)
+    assert [tuple(f.shape[-2:]) for f, _ in net.seen] == [(32, 32), (64, 64)]
+    net.seen.clear()
+    system.eval().predict_flow(b.fixed, b.moving)  # inference always runs all passes
+    assert len(net.seen) == 2
+    with pytest.raises(ValueError, match="cascade_from_step"):
+        load_config(None, SMALL + ["registration.cascade_from_step=-1"])
