@@ -128,7 +128,8 @@ def build_learned(size) -> DeformableRegistration:
 
 
 def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int = 8, lr: float = 1e-3,
-                  log_every: int = 100, model: DeformableRegistration = None):
+                  log_every: int = 100, model: DeformableRegistration = None, passes: int = 1,
+                  refine_scale: float = 1.0):
     """Train the learned deformable model for a bounded time; returns (model, log lines).
 
     Training pairs are synthesised on the fly in torch (:class:`FastSyntheticPairDataset`, other
@@ -138,11 +139,15 @@ def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int
     deformation in its own pixels. Loss: end-point error to the known flow (supervised); Adam with
     a cosine-decayed learning rate over the time budget. Every pair is new (no pool to overfit).
     ``model``: continue training this model (e.g. loaded with --load-model) instead of a new one.
+    ``passes``: U-Net passes during training (the loss is on the final composed flow, so the
+    cascade is trained end to end as it is applied at test time); ``refine_scale``: passes after the
+    first see the images at ``refine_scale`` times the first pass's resolution.
     """
     t0 = time.perf_counter()
     ts = (LEARNED["train_size"], LEARNED["train_size"])
     model = build_learned(ts) if model is None else model
     model.input_scale = LEARNED["net_size"] / ts[0]
+    model.passes, model.refine_scale = int(passes), float(refine_scale)
     # remap twice as often as edges and same-modality pairs: the easy same-modality pairs get the
     # matching started (multimodal-only training sits on the zero-flow plateau for hundreds of steps)
     ds = FastSyntheticPairDataset(10 ** 9, size=ts, seed=seed, modalities=("remap", "remap", "edges", "same"),
@@ -168,7 +173,7 @@ def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int
                         f"{np.mean(recent):.3f} px at {ts[0]} px")
             print(logs[-1], flush=True)
             recent = []
-    print(f"  learned model: {step} steps x {batch} fresh pairs ({step * batch} pairs) in "
+    print(f"  learned model: {step} steps x {batch} fresh pairs ({step * batch} pairs, {passes} pass(es)) in "
           f"{time.perf_counter() - t0:.0f} s")
     model.input_scale = LEARNED["net_size"] / size[0]
     return model.eval()
@@ -199,8 +204,15 @@ def main(argv=None) -> int:
     ap.add_argument("--continue-training", action="store_true",
                     help="with --load-model: train the loaded model for --train-seconds more (lr 5e-4)")
     ap.add_argument("--train-seed", type=int, default=2000, help="pair seed of a continued run (default 2000)")
+    ap.add_argument("--train-passes", type=int, default=1,
+                    help="U-Net passes during training (loss on the final composed flow; default 1)")
+    ap.add_argument("--lr", type=float, default=0.0,
+                    help="peak learning rate (0: 1e-3 for a new model, 5e-4 for --continue-training)")
     ap.add_argument("--passes", type=int, default=2,
                     help="learned model at test time: U-Net passes (recursive cascade; default 2)")
+    ap.add_argument("--refine-scale", type=float, default=1.0,
+                    help="learned model: passes after the first see refine-scale x the first pass's pixels "
+                         "(coarse to fine; 2: 64 then 128 px at 256 px), in training and at test time")
     ap.add_argument("--only-learned", action="store_true", help="only the learned row")
     ap.add_argument("--skip-mi", action="store_true", help="skip the (slower) per-pair MI row")
     args = ap.parse_args(argv)
@@ -265,12 +277,13 @@ def main(argv=None) -> int:
             # a continued run draws other pairs (seed) and starts from a lower learning rate
             model = train_learned(size, args.train_seconds, args.rms, model=model,
                                   seed=1000 if model is None else args.train_seed,
-                                  lr=1e-3 if model is None else 5e-4)
+                                  lr=args.lr or (1e-3 if model is None else 5e-4), passes=args.train_passes,
+                                  refine_scale=args.refine_scale)
             if args.save_model:
                 save_learned(model, args.save_model)
                 print(f"  learned model saved to {args.save_model}")
 
-        model.passes = args.passes
+        model.passes, model.refine_scale = args.passes, args.refine_scale
 
         def learned(p):
             res = model.register(torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None])
