@@ -11,8 +11,9 @@ Rows (mean over pairs):
                                 120/80/40 iterations, control grid 16 px, smoothness 0.5)
   SimpleITK B-spline Mattes MI  the classical baseline (optional: pip install SimpleITK), same pairs
   fmdepth affine MI / SimpleITK affine Mattes MI  on pairs with a known random affine (corner error)
-  fmdepth learned deformable    U-Net (standardised images + sign-invariant edge orientations, 64x64
-                                network input, 2-pass cascade at test time) trained on fresh
+  fmdepth learned deformable    U-Net (standardised images + sign-invariant edge orientations),
+                                coarse-to-fine 2-pass cascade: 64x64, then 128x128 on the warped
+                                moving image (--passes, --refine-scale), trained on fresh
                                 torch-synthesised 128x128 pairs (other seeds) with the end-point
                                 error to the known flow; trained for --train-seconds, or loaded
                                 with --load-model (save with --save-model)
@@ -26,7 +27,13 @@ column (process CPU time per pair, summed over threads) is printed too.
     python bench/registration.py --only-learned --train-seconds 900 --threads 1 --save-model m.pt
     python bench/registration.py --only-learned --load-model m.pt --continue-training \
         --train-seconds 690 --threads 1 --save-model learned.pt
-    python bench/registration.py --pairs 3 --threads 1 --load-model learned.pt
+    python bench/registration.py --only-learned --load-model learned.pt --continue-training \
+        --train-passes 2 --lr 3e-4 --train-seconds 1140 --threads 1 --save-model cascade.pt
+    python bench/registration.py --pairs 3 --threads 1 --load-model cascade.pt
+
+The last line measured (1 thread, 2970 s of training in all: 7343 single-pass steps, then 1184
+steps of the cascade trained end to end): learned 1.65 px mean (max 2.51) in 0.05 s per pair;
+--passes 3 (64, 128, 128 px) 1.46 px (max 2.10) in ~0.1 s.
 """
 from __future__ import annotations
 
@@ -210,9 +217,9 @@ def main(argv=None) -> int:
                     help="peak learning rate (0: 1e-3 for a new model, 5e-4 for --continue-training)")
     ap.add_argument("--passes", type=int, default=2,
                     help="learned model at test time: U-Net passes (recursive cascade; default 2)")
-    ap.add_argument("--refine-scale", type=float, default=1.0,
+    ap.add_argument("--refine-scale", type=float, default=2.0,
                     help="learned model: passes after the first see refine-scale x the first pass's pixels "
-                         "(coarse to fine; 2: 64 then 128 px at 256 px), in training and at test time")
+                         "(coarse to fine; default 2: 64 then 128 px at 256 px), in training and at test time")
     ap.add_argument("--only-learned", action="store_true", help="only the learned row")
     ap.add_argument("--skip-mi", action="store_true", help="skip the (slower) per-pair MI row")
     args = ap.parse_args(argv)
