@@ -31,7 +31,7 @@ column (process CPU time per pair, summed over threads) is printed too.
         --train-passes 2 --lr 3e-4 --train-seconds 1140 --threads 1 --save-model cascade.pt
     python bench/registration.py --pairs 3 --threads 1 --load-model cascade.pt
 
-The last line measured (1 thread, 2970 s of training in all: 7343 single-pass steps, then 1184
+The last line measured (1 thread, 2731 s of training in all: 7343 single-pass steps, then 1184
 steps of the cascade trained end to end): learned 1.65 px mean (max 2.51) in 0.05 s per pair;
 --passes 3 (64, 128, 128 px) 1.46 px (max 2.10) in ~0.1 s. The third stage with --train-passes 3
 --train-seed 3000 instead (761 steps in 1140 s), evaluated with --passes 3: 1.40 px (max 2.04) in
