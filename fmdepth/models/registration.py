@@ -597,17 +597,18 @@ class DeformableRegistration(LearnedRegistration):
     far, and the residual flows are composed; ``refine_scale > 1`` runs the passes after the first
     at ``input_scale * refine_scale`` (coarse to fine: e.g. 64 px, then 128 px for a 256 px pair);
     training trains the cascade end to end (loss on the final composed flow), with the first pass
-    alone before training step ``cascade_from_step``. ``similarity_weight=0`` with ``supervised > 0`` trains on the end-point error alone
-    (the similarity is then not computed, which saves its cost); batches without a true flow fall
-    back to the similarity with weight 1, so the loss never silently loses its data term.
+    alone before training step ``cascade_from_step``. ``similarity_weight=0`` with ``supervised > 0``
+    trains on the end-point error alone (the similarity is then not computed, which saves its
+    cost); batches without a true flow fall back to the similarity with weight 1, so the loss never
+    silently loses its data term.
     """
 
     method = "deformable"
 
     def __init__(self, depth: int = 4, width: int = 16, diffeomorphic: bool = False, integration_steps: int = 7,
                  smoothness: float = 0.05, similarity_weight: float = 1.0, input_norm: bool = False,
-                 input_features: str = "intensity", passes: int = 1, refine_scale: float = 1.0, cascade_from_step: int = 0,
-                 **kwargs) -> None:
+                 input_features: str = "intensity", passes: int = 1, refine_scale: float = 1.0,
+                 cascade_from_step: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 1 <= passes <= 4:
             raise ValueError(f"passes: must be in [1, 4], got {passes}")
@@ -670,7 +671,8 @@ class DeformableRegistration(LearnedRegistration):
         loss = self.smoothness * smooth
         scalars = {"smoothness": float(smooth.detach())}
         supervisable = self.supervised > 0 and getattr(batch, "flow", None) is not None
-        sim_w = self.similarity_weight if supervisable else max(self.similarity_weight, 1.0)
+        # similarity_weight = 0 means 'end-point error only': without a true flow, fall back to weight 1
+        sim_w = self.similarity_weight if (supervisable or self.similarity_weight > 0) else 1.0
         if sim_w > 0:
             sim = self.similarity(fixed, warped, valid)
             loss = loss + sim_w * sim

@@ -101,6 +101,10 @@ def test_similarity_weight_zero_trains_on_epe_alone():
     b.flow = None
     out = sys_.training_step(b, step=0)
     assert "similarity" in out.scalars and float(out.loss.detach()) == pytest.approx(out.scalars["similarity"], rel=1e-6)
+    # a non-zero weight is kept as given on batches without a true flow
+    sys_.similarity_weight = 0.25
+    out = sys_.training_step(b, step=0)
+    assert float(out.loss.detach()) == pytest.approx(0.25 * out.scalars["similarity"], rel=1e-6)
     with pytest.raises(ValueError, match="similarity_weight"):
         DeformableRegistration(similarity_weight=-1.0)
 
