@@ -133,7 +133,8 @@ def build_learned(size) -> DeformableRegistration:
     """The learned model: a U-Net that sees both images at LEARNED['net_size'] pixels (the field is smooth)."""
     return DeformableRegistration(depth=LEARNED["depth"], width=LEARNED["width"], similarity="ngf",
                                   input_scale=LEARNED["net_size"] / size[0], smoothness=0.0, supervised=1.0,
-                                  similarity_weight=0.0, input_norm=True, input_features="orientation")
+                                  similarity_weight=0.0, input_norm=LEARNED["input_norm"],
+                                  input_features=LEARNED["input_features"])
 
 
 def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int = 8, lr: float = 1e-3,
