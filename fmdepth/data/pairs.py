@@ -42,7 +42,7 @@ from .media import list_images as _list_images
 # scikit-image images that ship with the wheel (no pooch download needed in skimage 0.26).
 SHIPPED_IMAGES = ("camera", "astronaut", "coffee", "chelsea", "immunohistochemistry", "retina",
                   "coins", "moon", "hubble_deep_field", "rocket", "motorcycle_left", "page")
-MODALITIES = ("remap", "edges", "invert", "ihc", "channels", "same")
+MODALITIES = ("remap", "edges", "invert", "ihc", "channels", "chanremap", "paired", "same")
 
 
 # ------------------------------------------------------------------------------------------ I/O
@@ -193,6 +193,56 @@ def shipped_image(name: str) -> np.ndarray:
     return image_to_chw(getattr(skimage.data, name)(), name=name)
 
 
+def stereo_rgbd() -> np.ndarray:
+    """scikit-image's stereo_motorcycle left view with its disparity map, (4, 500, 741) float32.
+
+    Channels 0-2: the RGB photo; channel 3: the disparity normalised to [0, 1] (1st-99th
+    percentile), its occlusion holes (inf) filled with the nearest valid disparity. For
+    :func:`make_pair` with ``modality="paired"`` (grey photo vs disparity).
+    """
+    import skimage.data
+    from scipy import ndimage
+
+    left, _, disp = skimage.data.stereo_motorcycle()
+    disp = np.asarray(disp, np.float64)
+    bad = ~np.isfinite(disp)
+    if bad.any():
+        idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+        disp = disp[tuple(idx)]
+    lo, hi = np.percentile(disp, [1, 99])
+    disp = np.clip((disp - lo) / max(hi - lo, 1e-6), 0, 1)
+    return np.concatenate([image_to_chw(left), disp[None].astype(np.float32)], 0)
+
+
+def mni152_slice(z: int, tissue: str = "gm") -> np.ndarray:
+    """An axial slice of nilearn's MNI152 (2009a) T1 template and a tissue probability map, (2, H, W).
+
+    Channel 0: the T1 intensity in [0, 1]; channel 1: the ``gm`` or ``wm`` probability map. The
+    templates ship inside the nilearn package (no download; ``pip install nilearn``). Rows run
+    anterior to posterior (the slice is shown with the nose up). For :func:`make_pair` with
+    ``modality="paired"`` (T1 vs tissue map).
+
+    Args:
+        z: axial slice index in [0, 189) of the 1 mm template.
+        tissue: ``gm`` (grey matter) or ``wm`` (white matter).
+    """
+    try:
+        from nilearn import datasets
+    except ImportError:
+        raise ImportError("mni152_slice needs nilearn (pip install nilearn); its templates ship with it") from None
+    if tissue not in ("gm", "wm"):
+        raise ValueError(f"tissue: expected 'gm' or 'wm', got {tissue!r}")
+    t1 = datasets.load_mni152_template(resolution=1).get_fdata()
+    tmap = (datasets.load_mni152_gm_template if tissue == "gm" else datasets.load_mni152_wm_template)(
+        resolution=1).get_fdata()
+    if not 0 <= z < t1.shape[2]:
+        raise ValueError(f"z: expected a slice index in [0, {t1.shape[2]}), got {z}")
+    a = np.rot90(t1[:, :, z])  # (y, x) with anterior up
+    b = np.rot90(tmap[:, :, z])
+    a = a / max(float(a.max()), 1e-6)
+    return np.stack([a, np.clip(b, 0, 1)]).astype(np.float32)
+
+
 def _resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
     from skimage.transform import resize
 
@@ -205,6 +255,14 @@ def _modalities(base: np.ndarray, modality: str, rng: np.random.Generator) -> Tu
     """Two modalities (fixed-like, moving-like) of the same (C, H, W) base image, each (1, H, W)."""
     from scipy import ndimage
 
+    if modality == "paired":
+        # a base that carries both modalities: the luminance of all but the last channel (e.g. a photo)
+        # against the last channel (e.g. its disparity map, see stereo_rgbd; or a tissue map, mni152_slice)
+        if base.shape[0] < 2:
+            raise ValueError(f"modality 'paired': the base image needs >= 2 channels, got {base.shape[0]}")
+        photo = base[:-1]
+        fixed = to_gray(photo) if photo.shape[0] == 3 else photo.mean(0, keepdims=True)
+        return fixed.astype(np.float32), base[-1:].astype(np.float32).copy()
     gray = to_gray(base)[0]
     if modality == "same":
         return gray[None], gray[None].copy()
@@ -232,6 +290,12 @@ def _modalities(base: np.ndarray, modality: str, rng: np.random.Generator) -> Tu
         # red channel against an inverted blue channel (RGB vs. "infrared-like" contrast)
         rgb = np.repeat(base, 3, 0) if base.shape[0] == 1 else base
         return rgb[0:1].copy(), (1.0 - rgb[2:3]).astype(np.float32)
+    if modality == "chanremap":
+        # one colour channel against a non-monotonic remap of another (random pair of channels)
+        rgb = np.repeat(base, 3, 0) if base.shape[0] == 1 else base
+        a, b = rng.choice(3, size=2, replace=False)
+        freq, phase = rng.uniform(1.1, 1.6), rng.uniform(0, 2 * np.pi)
+        return rgb[a:a + 1].copy(), (0.5 + 0.5 * np.sin(2 * np.pi * freq * rgb[b:b + 1] + phase)).astype(np.float32)
     raise ValueError(f"unknown modality '{modality}'; expected one of {', '.join(MODALITIES)}")
 
 
@@ -347,7 +411,8 @@ def make_pair(size: Tuple[int, int] = (96, 96), modality: str = "remap", image: 
         modality: one of ``remap`` (non-monotonic intensity remap), ``edges`` (gradient magnitude),
             ``invert``, ``ihc`` (haematoxylin channel vs luminance), ``channels`` (red vs inverted
             blue), ``same``.
-        image: base image name from :data:`SHIPPED_IMAGES`.
+        image: base image name from :data:`SHIPPED_IMAGES`, or a (C, H, W) float array in [0, 1]
+            (e.g. :func:`stereo_rgbd`, :func:`mni152_slice` for ``modality="paired"``).
         affine: include a random affine (rotation +-8 deg, scale +-8 %, translation +-4 %).
         rms: RMS magnitude of the smooth part, pixels (0 = none).
         seed: random seed (deformation, crop, landmarks).
@@ -361,7 +426,13 @@ def make_pair(size: Tuple[int, int] = (96, 96), modality: str = "remap", image: 
     if height < 16 or width < 16:
         raise ValueError(f"size: expected at least 16x16, got {size}")
     rng = np.random.default_rng(seed)
-    base_full = shipped_image(image)
+    if isinstance(image, str):
+        base_full = shipped_image(image)
+    else:
+        base_full = np.asarray(image, dtype=np.float32)
+        if base_full.ndim != 3 or min(base_full.shape[1:]) < 16:
+            raise ValueError(f"image: expected a shipped image name or a (C, H, W) array, got shape {base_full.shape}")
+        image = "array"
     _, bh, bw = base_full.shape
     frac = rng.uniform(0.5, 0.9) if crop is None else float(crop)
     ch = int(min(bh, bw) * frac)

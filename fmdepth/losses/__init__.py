@@ -3,7 +3,7 @@
 photometric  SSIM, (robust) L1, photometric_error, per-pixel minimum, auto-mask
 smoothness   edge-aware 1st/2nd order (disparity); gradient-L2 and bilateral 8-neighbour (flow)
 feature      feature-metric loss; FeatureNet reconstruction / discriminative / convergent
-similarity   local NCC, mutual information, normalised gradient fields (registration)
+similarity   local NCC, mutual information, normalised gradient fields, MIND-SSC (registration)
 adversarial  GAN losses (translation-based registration)
 """
 from .adversarial import GANLoss, discriminator_loss, gan_loss, generator_loss
@@ -11,7 +11,8 @@ from .feature import (FeatureMetricLoss, FeatureNetLoss, convergent_loss, discri
                       featurenet_loss, reconstruction_loss)
 from .photometric import (SSIM, PhotometricError, automask, min_reprojection, photometric_error, robust_l1,
                           ssim)
-from .similarity import NGF, LocalNCC, MutualInformation, local_ncc, mutual_information, ngf
+from .similarity import (MINDSSC, NGF, LocalNCC, MutualInformation, local_ncc, mind_descriptor, mind_ssc,
+                         mutual_information, ngf)
 from .smoothness import (BilateralSmoothness, EdgeAwareSmoothness, FlowSmoothness, bilateral_smoothness,
                          edge_aware_smoothness, flow_smoothness)
 
@@ -25,7 +26,8 @@ __all__ = [
     "feature_metric_loss", "reconstruction_loss", "discriminative_loss", "convergent_loss", "featurenet_loss",
     "FeatureMetricLoss", "FeatureNetLoss",
     # similarity
-    "local_ncc", "mutual_information", "ngf", "LocalNCC", "MutualInformation", "NGF",
+    "local_ncc", "mutual_information", "ngf", "mind_descriptor", "mind_ssc", "LocalNCC", "MutualInformation", "NGF",
+    "MINDSSC",
     # adversarial
     "gan_loss", "discriminator_loss", "generator_loss", "GANLoss",
 ]

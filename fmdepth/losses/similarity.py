@@ -3,6 +3,9 @@
 * ``local_ncc``: windowed normalised cross-correlation, signed, in [-1, 1], 0 in flat windows.
 * ``mutual_information``: differentiable MI from a Gaussian (Parzen) soft joint histogram, in nats.
 * ``ngf``: normalised gradient fields (Haber & Modersitzki), ``mean (n_ε(x) · n_ε(y))^2`` in [0, 1].
+* ``mind_ssc``: modality independent neighbourhood descriptor, self-similarity context (Heinrich
+  et al. 2012, 2013), ``1 - mean |MIND(x) - MIND(y)|`` in [0, 1]; :func:`mind_descriptor` gives
+  the per-pixel descriptor.
 
 All take (B, C, H, W) images; channels are compared one to one (channel c of x with channel c of y).
 Statistics are computed in at least float32 with autocast disabled (they cancel or accumulate badly
@@ -16,7 +19,8 @@ from torch import nn
 
 from ._checks import as_compute, check_dims, check_min_size, check_same_shape, check_tensor, no_autocast
 
-__all__ = ["local_ncc", "mutual_information", "ngf", "LocalNCC", "MutualInformation", "NGF"]
+__all__ = ["local_ncc", "mutual_information", "ngf", "mind_descriptor", "mind_ssc", "LocalNCC", "MutualInformation",
+           "NGF", "MINDSSC"]
 
 
 def local_ncc(x: torch.Tensor, y: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
@@ -165,6 +169,109 @@ def ngf(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     return (dot * dot / norm2).mean()
 
 
+def _ssc_pairs(dilation: int):
+    """The 2-D self-similarity context: all 6 pairs of the 4-neighbourhood at ``dilation`` pixels.
+
+    The 3-D MIND-SSC compares the 12 pairs of the 6-neighbourhood at distance sqrt(2); in 2-D those
+    are only the 4 diagonal pairs of the 4-neighbourhood, so the 2 opposite pairs (distance 2 d,
+    the horizontal and vertical directions) are added. Offsets are (dy, dx).
+    """
+    d = dilation
+    nb = [(0, d), (d, 0), (0, -d), (-d, 0)]
+    return [(nb[i], nb[j]) for i in range(4) for j in range(i + 1, 4)]
+
+
+def mind_descriptor(image: torch.Tensor, radius: int = 1, dilation: int = 2) -> torch.Tensor:
+    """MIND-SSC descriptor (Heinrich et al., MICCAI 2013), 2-D: (B, C, H, W) -> (B, 6 C, H, W).
+
+    For every pair ``(a, b)`` of the self-similarity context (:func:`_ssc_pairs`), the patch
+    distance ``D(x; a, b) = mean_{q in patch} (I(x + a + q) - I(x + b + q))^2`` over a
+    ``(2 radius + 1)^2`` box (replicate border). With ``D' = D - min_pairs D`` and the local
+    variance ``V(x) = mean_pairs D'(x)`` clamped to ``[1e-3, 1e3] x`` its image mean,
+    ``MIND = exp(-D' / V)``: in (0, 1], 1 on the most self-similar pair. It depends on the image
+    only through local self-similarity, so any locally smooth monotonic or non-monotonic
+    intensity map leaves it (nearly) unchanged -- what makes it modality independent.
+
+    Args:
+        image: (B, C, H, W); each channel gets its own 6 descriptor channels.
+        radius: patch radius in pixels (>= 0).
+        dilation: distance of the neighbours in pixels (>= 1).
+
+    Returns:
+        (B, 6 C, H, W) descriptor, channel ``6 c + k`` = pair ``k`` of channel ``c``.
+
+    Raises:
+        ValueError: an image of the batch is constant (no self-similarity structure: MIND is undefined).
+
+    Example:
+        >>> mind_descriptor(torch.rand(2, 1, 16, 16)).shape
+        torch.Size([2, 6, 16, 16])
+    """
+    check_tensor("image", image, "(B, C, H, W)")
+    if not isinstance(radius, int) or radius < 0:
+        raise ValueError(f"radius: expected an integer >= 0, got {radius!r}")
+    if not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"dilation: expected an integer >= 1, got {dilation!r}")
+    with no_autocast(image.device):
+        (x,) = as_compute(image)
+        b, c, h, w = x.shape
+        d = dilation
+        xp = F.pad(x, (d, d, d, d), mode="replicate")  # (B, C, H + 2d, W + 2d)
+
+        def shifted(o):
+            return xp[..., d + o[0]:d + o[0] + h, d + o[1]:d + o[1] + w]
+
+        diffs = torch.stack([(shifted(a) - shifted(bb)) ** 2 for a, bb in _ssc_pairs(d)], dim=2)  # (B, C, 6, H, W)
+        k = 2 * radius + 1
+        ssd = F.avg_pool2d(diffs.reshape(b, c * 6, h, w), k, stride=1, padding=radius,
+                           count_include_pad=False).reshape(b, c, 6, h, w)
+        ssd = ssd - ssd.min(dim=2, keepdim=True).values
+        var = ssd.mean(dim=2, keepdim=True)  # (B, C, 1, H, W)
+        mean_var = var.mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
+        flat = mean_var.flatten() <= 1e-12
+        if bool(flat.any()):
+            i = int(flat.nonzero()[0])
+            raise ValueError(f"image: batch element {i} is constant (no local structure at dilation {d}): "
+                             f"MIND is undefined for it")
+        var = torch.minimum(torch.maximum(var, 1e-3 * mean_var), 1e3 * mean_var)
+        return torch.exp(-ssd / var).reshape(b, c * 6, h, w)
+
+
+def mind_ssc(x: torch.Tensor, y: torch.Tensor, radius: int = 1, dilation: int = 2,
+             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """MIND-SSC similarity: ``1 - mean |MIND(x) - MIND(y)|`` over pixels (and descriptor channels).
+
+    Args:
+        x: (B, C, H, W) image.
+        y: (B, C, H, W) image (any modality of the same scene).
+        radius, dilation: of :func:`mind_descriptor`.
+        mask: optional (B, 1, H, W) non-negative weights (bool allowed): a weighted mean over pixels.
+
+    Returns:
+        scalar similarity in [0, 1] (1 = the same local self-similarity everywhere).
+
+    Raises:
+        ValueError: bad shapes, or a constant image (MIND undefined).
+
+    Example:
+        >>> x = torch.rand(1, 1, 24, 24)
+        >>> round(float(mind_ssc(x, 0.3 * x + 0.5)), 4)  # invariant to affine intensity maps
+        1.0
+    """
+    check_tensor("x", x, "(B, C, H, W)")
+    check_tensor("y", y, "(B, C, H, W)")
+    check_same_shape("x", x, "y", y, "(B, C, H, W)")
+    if mask is not None:
+        check_tensor("mask", mask.float() if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool else mask,
+                     "(B, 1, H, W)", channels=1)
+        check_dims("x", x, "mask", mask, (0, 2, 3), "(B, 1, H, W)")
+    dist = (mind_descriptor(x, radius, dilation) - mind_descriptor(y, radius, dilation)).abs()  # (B, 6C, H, W)
+    if mask is None:
+        return 1.0 - dist.mean()
+    m = mask.to(dist.dtype)
+    return 1.0 - (dist * m).sum() / (m.sum() * dist.shape[1]).clamp_min(1.0)
+
+
 class LocalNCC(nn.Module):
     """Module wrapper of :func:`local_ncc`: ``forward(x, y) -> scalar similarity``."""
 
@@ -209,3 +316,21 @@ class NGF(nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
+
+
+class MINDSSC(nn.Module):
+    """Module wrapper of :func:`mind_ssc`: ``forward(x, y, mask=None) -> scalar similarity``."""
+
+    def __init__(self, radius: int = 1, dilation: int = 2):
+        super().__init__()
+        if not isinstance(radius, int) or radius < 0:
+            raise ValueError(f"radius: expected an integer >= 0, got {radius!r}")
+        if not isinstance(dilation, int) or dilation < 1:
+            raise ValueError(f"dilation: expected an integer >= 1, got {dilation!r}")
+        self.radius, self.dilation = radius, dilation
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return mind_ssc(x, y, radius=self.radius, dilation=self.dilation, mask=mask)
+
+    def extra_repr(self) -> str:
+        return f"radius={self.radius}, dilation={self.dilation}"

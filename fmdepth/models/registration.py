@@ -37,7 +37,7 @@ from fmdepth.geometry import (affine_warp, flow_warp, integrate_velocity, normal
 from fmdepth.networks.registration import AffineRegressor, PatchDiscriminator, ResnetTranslator, UNetFlow
 
 METHODS = ("affine", "deformable", "translation")
-SIMILARITIES = ("mse", "ncc", "mi", "ngf", "feature")
+SIMILARITIES = ("mse", "ncc", "mi", "ngf", "mind", "feature")
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -183,6 +183,8 @@ class Similarity(nn.Module):
             return -losses.mutual_information(fg, wg, bins=self.mi_bins, mask=valid)
         if self.name == "ngf":
             return -losses.ngf(fixed_m, warped_m)
+        if self.name == "mind":
+            return -losses.mind_ssc(fixed, warped, mask=valid)
         # feature-metric
         f3 = fixed_m.expand(-1, 3, -1, -1) if fixed.shape[1] == 1 else fixed_m
         w3 = warped_m.expand(-1, 3, -1, -1) if warped.shape[1] == 1 else warped_m

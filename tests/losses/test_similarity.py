@@ -5,7 +5,8 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from fmdepth.losses import NGF, LocalNCC, MutualInformation, local_ncc, mutual_information, ngf
+from fmdepth.losses import (MINDSSC, NGF, LocalNCC, MutualInformation, local_ncc, mind_descriptor, mind_ssc,
+                            mutual_information, ngf)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +168,55 @@ def test_ngf_by_hand():
     assert out.item() == 0.0 and torch.isfinite(flat.grad).all()
 
 
+# --- MIND-SSC ------------------------------------------------------------------------------------
+
+def test_mind_descriptor_by_hand(dtype):
+    # horizontal ramp I = s u, radius 0, dilation 1: at an interior pixel the neighbours (0,+1),
+    # (+1,0), (0,-1), (-1,0) differ from I by +s, 0, -s, 0; the 6 pair distances are
+    # s^2, 4 s^2, s^2, s^2, 0, s^2 (min 0), their mean V = 4 s^2 / 3, MIND = exp(-D / V)
+    s = 0.1
+    img = (s * torch.arange(7, dtype=dtype)).expand(1, 1, 7, 7).contiguous()
+    d = mind_descriptor(img, radius=0, dilation=1)
+    assert d.shape == (1, 6, 7, 7) and d.dtype == dtype
+    expected = torch.exp(-torch.tensor([1.0, 4.0, 1.0, 1.0, 0.0, 1.0], dtype=dtype) * 0.75)
+    torch.testing.assert_close(d[0, :, 3, 3], expected)
+    torch.testing.assert_close(d[0, :, 1:-1, 1:-1], expected.view(6, 1, 1).expand(6, 5, 5))
+
+
+@pytest.mark.parametrize("b, c", [(1, 1), (2, 1), (2, 3)])
+def test_mind_shapes_range_and_invariances(b, c):
+    x = torch.rand(b, c, 20, 24, dtype=torch.float64)
+    assert mind_descriptor(x).shape == (b, 6 * c, 20, 24)
+    v = mind_ssc(x, torch.rand(b, c, 20, 24, dtype=torch.float64))
+    assert 0.0 <= v.item() <= 1.0
+    # invariant to affine intensity maps, including contrast inversion
+    for y in (0.3 * x + 0.5, 1.0 - x, 2.0 * x - 1.0):
+        assert mind_ssc(x, y).item() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("dy, dx", SHIFTS)
+def test_mind_optimal_at_zero_displacement_across_a_remap(camera, dy, dx):
+    moving = 0.5 + 0.5 * torch.sin(2 * np.pi * 1.3 * camera + 0.7)  # non-monotonic remap
+    zero = mind_ssc(_crop(camera), _crop(moving))
+    assert mind_ssc(_crop(camera), _crop(moving, dy, dx)) < zero - 0.01
+
+
+def test_mind_mask_and_constant_image(camera):
+    y = camera ** 2
+    full = mind_ssc(camera, y)
+    ones = torch.ones(1, 1, 48, 48, dtype=torch.bool)
+    torch.testing.assert_close(mind_ssc(camera, y, mask=ones), full)
+    half = torch.zeros(1, 1, 48, 48)
+    half[..., :24] = 1
+    by_hand = 1 - (mind_descriptor(camera) - mind_descriptor(y)).abs()[..., :24].mean()
+    torch.testing.assert_close(mind_ssc(camera, y, mask=half), by_hand)
+    flat = torch.full((1, 1, 16, 16), 0.4)
+    with pytest.raises(ValueError, match="constant"):
+        mind_ssc(flat, torch.rand(1, 1, 16, 16))
+    with pytest.raises(ValueError, match="batch element 1 is constant"):
+        mind_descriptor(torch.cat([torch.rand(1, 1, 16, 16), flat]))
+
+
 # --- gradcheck / modules / errors / CUDA ----------------------------------------------------------
 
 def test_gradcheck_similarities():
@@ -177,6 +227,9 @@ def test_gradcheck_similarities():
     yi = (0.1 + 0.8 * torch.rand(1, 1, 4, 4, dtype=torch.float64)).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: mutual_information(a, b, bins=8), (xi, yi))
     assert torch.autograd.gradcheck(lambda a, b: ngf(a, b), (x, y))
+    xm = torch.rand(1, 1, 7, 8, dtype=torch.float64, requires_grad=True)
+    ym = torch.rand(1, 1, 7, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: mind_ssc(a, b, radius=1, dilation=1), (xm, ym))
 
 
 def test_modules_equal_functions(camera):
@@ -184,6 +237,7 @@ def test_modules_equal_functions(camera):
     torch.testing.assert_close(LocalNCC(5)(camera, y), local_ncc(camera, y, 5))
     torch.testing.assert_close(MutualInformation(16)(camera, y), mutual_information(camera, y, 16))
     torch.testing.assert_close(NGF(0.02)(camera, y), ngf(camera, y, 0.02))
+    torch.testing.assert_close(MINDSSC(2, 3)(camera, y), mind_ssc(camera, y, 2, 3))
 
 
 @pytest.mark.parametrize("call, name", [
@@ -195,6 +249,11 @@ def test_modules_equal_functions(camera):
     (lambda: mutual_information(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), mask=torch.ones(1, 8, 8)), "mask"),
     (lambda: ngf(torch.rand(1, 1, 2, 8), torch.rand(1, 1, 2, 8)), "x"),
     (lambda: ngf(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), eps=0), "eps"),
+    (lambda: mind_ssc(torch.rand(1, 8, 8), torch.rand(1, 8, 8)), "x"),
+    (lambda: mind_ssc(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9)), "y"),
+    (lambda: mind_ssc(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), mask=torch.ones(1, 2, 8, 8)), "mask"),
+    (lambda: mind_descriptor(torch.rand(1, 1, 8, 8), radius=-1), "radius"),
+    (lambda: mind_descriptor(torch.rand(1, 1, 8, 8), dilation=0), "dilation"),
 ])
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"^{name}\b"):

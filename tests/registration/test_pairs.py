@@ -140,3 +140,30 @@ def test_every_shipped_image_loads():
         assert min(img.shape[1:]) >= 128 and 0.0 <= img.min() and img.max() <= 1.0, name
     with pytest.raises(ValueError, match="unknown base image 'nope'"):
         shipped_image("nope")
+
+
+def test_stereo_rgbd_and_paired_pairs():
+    from fmdepth.data.pairs import stereo_rgbd
+
+    base = stereo_rgbd()
+    assert base.shape == (4, 500, 741) and np.isfinite(base).all()
+    assert 0 <= base.min() and base.max() <= 1 and base[3].std() > 0.1
+    p = make_pair((64, 64), modality="paired", image=base, affine=True, rms=2.0, seed=3, num_landmarks=10)
+    assert p.fixed.shape == (1, 64, 64) and p.moving.shape == (1, 64, 64) and p.name == "array_paired_3"
+    with pytest.raises(ValueError, match="array"):
+        make_pair((64, 64), modality="paired", image=np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=">= 2 channels"):
+        make_pair((32, 32), modality="paired", image=np.random.rand(1, 64, 64).astype(np.float32))
+
+
+def test_mni152_slice():
+    pytest.importorskip("nilearn")
+    from fmdepth.data.pairs import mni152_slice
+
+    s = mni152_slice(90, "gm")
+    assert s.shape[0] == 2 and s.dtype == np.float32 and 0 <= s.min() and s.max() <= 1
+    assert s[1].max() > 0.5 and s[0].std() > 0.1  # a slice through the brain
+    with pytest.raises(ValueError, match="tissue"):
+        mni152_slice(90, "csf")
+    with pytest.raises(ValueError, match="z"):
+        mni152_slice(500)
