@@ -1,8 +1,12 @@
 """Ground-truth depth export (``fmdepth export-gt``) and a safe reader for ``gt_depths.npz``.
 
 Export: for every split entry the velodyne scan is projected into the camera with
-``P_rect_0x @ R_rect_00 @ Tr_velo_to_cam``; points in front of the camera and inside the
-image are kept, each goes to its nearest pixel centre and the nearest return wins. The stored
+``P_rect_0x @ R_rect_00 @ Tr_velo_to_cam``. By default (``pixel="kitti"``) the points go where
+the standard Eigen export puts them -- column ``round(u) - 1``, row ``round(v) - 1`` (the KITTI
+devkit's 1-based convention), points outside dropped, smallest value per pixel -- and the file
+is identical to Monodepth2's ``gt_depths.npz`` (see
+:func:`~fmdepth.data.kitti_io.velodyne_depth_map`); ``pixel="centre"`` uses the nearest 0-based
+pixel centre ``round(u), round(v)`` instead (not comparable to published numbers). The stored
 value is, by default, the point's forward velodyne coordinate (velodyne x) -- exactly what the
 standard Eigen export (Monodepth2's ``export_gt_depth.py``) stores and what published KITTI
 numbers are computed against; it differs from the camera z by the LiDAR-camera offset
@@ -24,10 +28,12 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .kitti_io import PIXEL_CONVENTIONS as _PIXEL_CONVENTIONS
 from .kitti_io import OdometryCalibration, RawCalibration, load_velodyne, velodyne_depth_map
 from .splits import Entry, read_split
 
 DEPTH_VALUES = ("velodyne-x", "camera-z")
+PIXEL_CONVENTIONS = _PIXEL_CONVENTIONS
 
 
 def _is_odometry(root: str, folder: str) -> bool:
@@ -35,7 +41,7 @@ def _is_odometry(root: str, folder: str) -> bool:
 
 
 def gt_depth_for_entry(root: str, entry: Entry, depth: str = "velodyne-x", dense: bool = False,
-                       _cache: Optional[dict] = None) -> np.ndarray:
+                       _cache: Optional[dict] = None, pixel: str = "kitti") -> np.ndarray:
     """(H, W) float32 ground truth of one split entry (0 = no measurement); see module doc."""
     folder, frame, side = entry
     cache = {} if _cache is None else _cache
@@ -76,7 +82,7 @@ def gt_depth_for_entry(root: str, entry: Entry, depth: str = "velodyne-x", dense
         velo = os.path.join(root, folder, "velodyne_points", "data", f"{frame:010d}.bin")
         v2i = calib.velo_to_image(cam)
     points = load_velodyne(velo)
-    return velodyne_depth_map(points, v2i, size[0], size[1], depth)
+    return velodyne_depth_map(points, v2i, size[0], size[1], depth, pixel)
 
 
 def _image_size_any(path: str) -> Tuple[int, int]:
@@ -90,8 +96,11 @@ def _image_size_any(path: str) -> Tuple[int, int]:
 
 
 def export_gt(data: str, split_file: str, out: str, depth: str = "velodyne-x", dense: bool = False,
-              skip_missing: bool = False, progress: bool = True) -> Tuple[str, int, List[Tuple[Entry, str]]]:
+              skip_missing: bool = False, progress: bool = True,
+              pixel: str = "kitti") -> Tuple[str, int, List[Tuple[Entry, str]]]:
     """Write ``gt_depths.npz`` (key ``data``) for the entries of ``split_file``.
+
+    ``pixel``: "kitti" (default, the standard Eigen export's rule) or "centre" (see module doc).
 
     Returns:
         (out path, number of frames written, skipped entries with reasons).
@@ -104,6 +113,8 @@ def export_gt(data: str, split_file: str, out: str, depth: str = "velodyne-x", d
 
     if depth not in DEPTH_VALUES:
         raise ValueError(f"depth must be one of {', '.join(DEPTH_VALUES)}, got {depth!r}")
+    if pixel not in PIXEL_CONVENTIONS:
+        raise ValueError(f"pixel must be one of {', '.join(PIXEL_CONVENTIONS)}, got {pixel!r}")
     if not os.path.isdir(data):
         raise FileNotFoundError(f"dataset folder not found: {data}")
     entries = read_split(split_file)
@@ -114,7 +125,7 @@ def export_gt(data: str, split_file: str, out: str, depth: str = "velodyne-x", d
     skipped: List[Tuple[Entry, str]] = []
     for entry in tqdm(entries, desc="export-gt", unit="frame", disable=not progress):
         try:
-            gts.append(gt_depth_for_entry(data, entry, depth, dense, cache))
+            gts.append(gt_depth_for_entry(data, entry, depth, dense, cache, pixel))
         except (FileNotFoundError, ValueError) as exc:
             if not skip_missing:
                 raise type(exc)(f"{split_file}: entry '{entry[0]} {entry[1]} {entry[2]}': {exc}") from None

@@ -133,41 +133,100 @@ def load_velodyne(path: str) -> np.ndarray:
     return np.fromfile(path, dtype=np.float32).reshape(-1, 4)
 
 
+#: Pixel conventions of :func:`velodyne_depth_map`: "kitti" (default) is the KITTI devkit's and
+#: the standard Eigen export's (P_rect gives 1-based pixel coordinates: column round(u) - 1,
+#: row round(v) - 1); "centre" puts a point at the nearest 0-based pixel centre (round(u), round(v)).
+PIXEL_CONVENTIONS = ("kitti", "centre")
+
+
 def velodyne_depth_map(points: np.ndarray, velo_to_image: np.ndarray, height: int, width: int,
-                       value: str = "velodyne-x") -> np.ndarray:
+                       value: str = "velodyne-x", pixel: str = "kitti") -> np.ndarray:
     """Sparse depth (H, W) float32 from velodyne points (0 = no return).
 
-    Points behind the velodyne (x < 0) and outside the image are dropped; each point goes to
-    the nearest pixel centre (``round(u), round(v)``) and where several land on one pixel the
-    smallest stored value wins (nearest return).
+    ``pixel="kitti"`` (default) is the rule of the standard Eigen export (Monodepth2's
+    ``export_gt_depth.py``, i.e. ``generate_depth_map(..., vel_depth=True)``), so the output is
+    identical to that file: points with velodyne x < 0 are dropped, the rest are projected with
+    ``velo_to_image`` and put at column ``round(u) - 1``, row ``round(v) - 1`` (the devkit's
+    1-based pixel convention; ``round`` is numpy's half-to-even), points outside the image are
+    dropped, and where several land on one pixel the smallest stored value wins. With
+    ``value="velodyne-x"`` there is no separate test on the camera z (as in the standard export:
+    a point with x >= 0 but z <= 0 lands on a non-finite or mirrored pixel and is dropped or kept
+    exactly as there); ``value="camera-z"`` drops points with camera z <= 1e-6. The standard
+    file also carries a quirk of its duplicate search at the left/right image edges
+    (:func:`_standard_edge_pairs`), reproduced for ``value="velodyne-x"`` (the standard file's
+    content); ``camera-z`` is not a standard file and keeps the plain smallest-value rule.
+
+    ``pixel="centre"`` is the 0-based nearest-pixel-centre rule (``round(u), round(v)``, points
+    with camera z <= 1e-6 dropped); it is not comparable to published KITTI numbers (it differs
+    from the standard file by one pixel, up to tens of metres at depth edges).
 
     Args:
         points: (N, 3+) velodyne coordinates.
         velo_to_image: (3, 4) ``P_rect @ R_rect_00 @ Tr_velo_to_cam``.
-        value: "velodyne-x" stores the point's forward velodyne coordinate, exactly as the
-            standard Eigen export (Monodepth2's ``generate_depth_map``) does; "camera-z"
-            stores the rectified camera z (the projection's third coordinate).
+        value: "velodyne-x" stores the point's forward velodyne coordinate, as the standard
+            export does; "camera-z" stores the rectified camera z (the projection's third row).
+        pixel: "kitti" or "centre" (see above).
     """
     if value not in ("velodyne-x", "camera-z"):
         raise ValueError(f"value must be 'velodyne-x' or 'camera-z', got {value!r}")
+    if pixel not in PIXEL_CONVENTIONS:
+        raise ValueError(f"pixel must be one of {', '.join(PIXEL_CONVENTIONS)}, got {pixel!r}")
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"points must be (N, 3+), got {points.shape}")
+    velo_to_image = np.asarray(velo_to_image, dtype=np.float64)
+    if velo_to_image.shape != (3, 4):
+        raise ValueError(f"velo_to_image must be (3, 4), got {velo_to_image.shape}")
     pts = points[points[:, 0] >= 0, :3].astype(np.float64)
-    hom = np.concatenate([pts, np.ones((pts.shape[0], 1))], axis=1)
-    proj = hom @ velo_to_image.T  # (N, 3)
+    hom = np.concatenate([pts, np.ones((pts.shape[0], 1))], axis=1)  # (N, 4)
+    proj = np.dot(velo_to_image, hom.T).T  # (N, 3)
     z = proj[:, 2]
-    front = z > 1e-6
-    proj, pts, z = proj[front], pts[front], z[front]
-    u = np.round(proj[:, 0] / z).astype(np.int64)
-    v = np.round(proj[:, 1] / z).astype(np.int64)
-    inside = (u >= 0) & (v >= 0) & (u < width) & (v < height)
-    u, v = u[inside], v[inside]
+    if pixel == "centre" or value == "camera-z":
+        front = z > 1e-6
+        proj, pts, z = proj[front], pts[front], z[front]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uf = proj[:, 0] / z
+        vf = proj[:, 1] / z
+    offset = 1.0 if pixel == "kitti" else 0.0
+    uf = np.round(uf) - offset
+    vf = np.round(vf) - offset
+    inside = (uf >= 0) & (vf >= 0) & (uf < width) & (vf < height)  # False for inf / nan
+    u, v = uf[inside].astype(np.int64), vf[inside].astype(np.int64)
     val = (pts[inside, 0] if value == "velodyne-x" else z[inside]).astype(np.float32)
     depth = np.zeros((height, width), np.float32)
     # nearest return wins: write far-to-near so the smallest value is written last
     order = np.argsort(-val, kind="stable")
     depth[v[order], u[order]] = val[order]
+    if pixel == "kitti" and value == "velodyne-x":
+        _standard_edge_pairs(depth, u, v, val)
     return depth
+
+
+def _standard_edge_pairs(depth: np.ndarray, u: np.ndarray, v: np.ndarray, val: np.ndarray) -> None:
+    """Reproduce the standard export's duplicate search at the image's left/right edges (in place).
+
+    The standard export finds points sharing a pixel through the linear index
+    ``row * (W - 1) + col - 1``, which is unique except that it also pairs the last pixel of a row,
+    (r, W - 1), with the first of the next, (r + 1, 0). Where both pixels of such a pair hold
+    returns, the pixel of the pair's first return (scan order) gets the smallest value of both,
+    and the other pixel keeps the value of its own last return (plain assignment order). ``u``,
+    ``v``, ``val``: the kept returns in scan order. Both columns lie outside the Garg/Eigen crop,
+    so published metrics do not see this; it only matters for an identical file.
+    """
+    H, W = depth.shape
+    if W < 2 or H < 2:
+        return
+    right = (u == W - 1) & (v < H - 1)
+    left = (u == 0) & (v >= 1)
+    key = np.where(right, v, np.where(left, v - 1, -1))  # the pair's upper row
+    both = np.intersect1d(key[right], key[left])
+    for r in both:
+        idx = np.nonzero(key == r)[0]  # scan order
+        first_right = right[idx[0]]
+        other = left if first_right else right
+        p_row, p_col = (r, W - 1) if first_right else (r + 1, 0)
+        q_row, q_col = (r + 1, 0) if first_right else (r, W - 1)
+        depth[p_row, p_col] = val[idx].min()
+        depth[q_row, q_col] = val[idx[other[idx]][-1]]
 
 
 # --------------------------------------------------------------------------------------- images

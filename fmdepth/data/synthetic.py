@@ -23,6 +23,9 @@ Conventions:
 * Dense ground truth depth is the camera z (metres) at each pixel *centre* of image_02
   (``gt/<folder>/depth``) and image_03 (``gt/<folder>/depth_03``); **sky is 0** (invalid), as
   in KITTI's sparse ground truth.
+* Velodyne scans are ray cast from the LiDAR; the returns inside image_02 are then placed for
+  KITTI's 1-based pixel convention (:func:`kitti_convention_scan`), so the standard export
+  (``fmdepth export-gt``, column ``round(u) - 1``) stores exactly the dense camera z there.
 * Label maps (uint8) hold a surface class id, OR-ed with :data:`TEXTURELESS` (128) when the
   surface is flat coloured. Ids: see :data:`LABELS`.
 
@@ -677,6 +680,57 @@ def render_velodyne(street: _Street, frame: int, world_T_velo: np.ndarray,
     return np.concatenate([pts, refl[:, None]], axis=1).astype(np.float32)
 
 
+def kitti_convention_scan(scan: np.ndarray, depth: np.ndarray, velo_to_image: np.ndarray) -> np.ndarray:
+    """Make a simulated scan agree with the KITTI pixel convention of the standard export.
+
+    The standard Eigen export (:func:`~fmdepth.data.kitti_io.velodyne_depth_map`, ``pixel="kitti"``)
+    reads ``P_rect`` as giving 1-based pixel coordinates: a return projecting to (u, v) measures the
+    0-based pixel (row ``round(v) - 1``, column ``round(u) - 1``). The renderer's depth is the
+    camera z at 0-based pixel centres of ``K = P_rect[:, :3]``, so a physical beam hit would be
+    stored one pixel off (metres at depth edges, ~2 m per row on the far road). Every return that
+    the export would keep is therefore moved onto the ray through (c + 1, r + 1) of the pixel it is
+    assigned to, at camera z ``depth[r, c]`` -- the export then stores exactly the dense depth
+    there (``camera-z``; float32 rounding only). Returns landing on sky (depth 0, LiDAR/camera
+    parallax), behind the camera or, once moved, beyond the LiDAR's range are removed; returns
+    outside the image are kept unchanged.
+
+    Args:
+        scan: (N, 4) float32 velodyne x, y, z, reflectance.
+        depth: (H, W) camera z of image_02 at pixel centres, 0 = sky.
+        velo_to_image: (3, 4) ``P_rect_02 @ R_rect_00 @ Tr_velo_to_cam`` as parsed from the
+            calibration files written (the export's matrix, so rounding agrees).
+
+    Returns:
+        (M, 4) float32 scan.
+    """
+    H, W = depth.shape
+    M = np.asarray(velo_to_image, np.float64)
+    pts = scan[:, :3].astype(np.float64)
+    proj = np.dot(M, np.c_[pts, np.ones(len(pts))].T).T  # (N, 3)
+    z = proj[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.round(proj[:, 0] / z) - 1
+        r = np.round(proj[:, 1] / z) - 1
+    kept = (pts[:, 0] >= 0) & (c >= 0) & (r >= 0) & (c < W) & (r < H)  # what the export keeps
+    idx = np.nonzero(kept)[0]
+    ci, ri = c[idx].astype(np.int64), r[idx].astype(np.int64)
+    d = depth[ri, ci].astype(np.float64)
+    good = (z[idx] > 1e-6) & (d > 0)
+    idx, ci, ri, d = idx[good], ci[good], ri[good], d[good]
+    # solve A X + b = d * (c + 1, r + 1, 1) for the velodyne point X
+    A, b = M[:, :3], M[:, 3]
+    rhs = np.stack([d * (ci + 1), d * (ri + 1), d]) - b[:, None]  # (3, n)
+    moved = np.linalg.solve(A, rhs).T.astype(np.float32)  # (n, 3)
+    in_range = np.linalg.norm(moved, axis=1) <= VELO_MAX_RANGE
+    idx, moved = idx[in_range], moved[in_range]
+    out = scan.copy()
+    out[idx, :3] = moved
+    drop = np.zeros(len(scan), bool)
+    drop[kept] = True
+    drop[idx] = False
+    return out[~drop]
+
+
 # ----------------------------------------------------------------------------------- trajectory
 def _rot_y(a):
     c, s = math.cos(a), math.sin(a)
@@ -919,6 +973,11 @@ def _render_into(root, drives, frames, seed, textureless, height, width, moving_
     infos: List[DriveInfo] = []
     T_c0_velo = velo_to_rect_cam0()
     T_velo_imu = imu_to_velo()
+    if velodyne:
+        from .kitti_io import RawCalibration
+
+        # the export's projection, from the calibration text as written (same rounding)
+        velo_to_image_02 = RawCalibration(date_dir, need_velodyne=True).velo_to_image("02")
     bar = tqdm(total=drives * frames, desc="fmdepth synth", unit="frame", disable=not progress)
     base_time = _dt.datetime(2011, 9, 26, 13, 0, 0)
     for d in range(drives):
@@ -958,10 +1017,13 @@ def _render_into(root, drives, frames, seed, textureless, height, width, moving_
                 _link_or_copy(png, os.path.join(seq_dir, odo_sub, f"{i:06d}.png"))
                 np.save(os.path.join(gt_dir, dsub, f"{i:010d}.npy"), depth)
                 np.save(os.path.join(gt_dir, lsub, f"{i:010d}.npy"), label)
+                if cam == "02":
+                    depth_02 = depth
             world_T_velo = poses0[i] @ T_c0_velo
             imu_poses.append(world_T_velo @ T_velo_imu)
             if velodyne:
-                scan = render_velodyne(street, i, world_T_velo)
+                scan = kitti_convention_scan(render_velodyne(street, i, world_T_velo), depth_02,
+                                             velo_to_image_02)
                 binp = os.path.join(drive_dir, "velodyne_points", "data", f"{i:010d}.bin")
                 scan.tofile(binp)
                 _link_or_copy(binp, os.path.join(seq_dir, "velodyne", f"{i:06d}.bin"))
