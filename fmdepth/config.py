@@ -48,6 +48,8 @@ class DataConfig:
     jitter_prob: float = 0.5  # colour-jitter probability (training only, network input only)
     num_workers: int = 2  # DataLoader workers
     skip_missing: bool = False  # skip split entries whose files are missing (reported) instead of failing
+    fov_deg: float = 0.0  # folder data without an intrinsics file: assumed horizontal field of view (degrees; 0 = refuse and ask for one)
+    val_fraction: float = 0.1  # folder data without split files: fraction of each sequence's frames held out for validation
 
     def validate(self, prefix: str) -> None:
         _check(self.dataset in ("kitti_raw", "kitti_odom", "folder", "synthetic", "registration_pairs",
@@ -63,6 +65,8 @@ class DataConfig:
         _check(0.0 <= self.flip_prob <= 1.0, f"{prefix}.flip_prob", "must be in [0, 1]")
         _check(0.0 <= self.jitter_prob <= 1.0, f"{prefix}.jitter_prob", "must be in [0, 1]")
         _check(self.num_workers >= 0, f"{prefix}.num_workers", "must be >= 0")
+        _check(0.0 <= self.fov_deg < 180.0, f"{prefix}.fov_deg", f"must be in [0, 180), got {self.fov_deg}")
+        _check(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass

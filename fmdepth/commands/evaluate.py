@@ -361,19 +361,14 @@ def _evaluate_checkpoint(args, split_path, entries, protocol, median_scaling, fi
 
 # ======================================================================================= pose
 def read_calib_intrinsics(path: str):
-    """The 3x3 intrinsics of camera 2 (line 'P2:') of a KITTI odometry calib.txt."""
-    import numpy as np
+    """The 3x3 intrinsics of camera 2 (``P2``) of a KITTI odometry calib.txt.
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"calibration file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("P2:"):
-                values = line.split()[1:]
-                if len(values) != 12:
-                    raise ValueError(f"{path}: P2 must have 12 numbers, got {len(values)}")
-                return np.asarray([float(v) for v in values]).reshape(3, 4)[:, :3]
-    raise ValueError(f"{path}: no 'P2:' line (camera 2 projection matrix)")
+    The one calib.txt parser is :class:`fmdepth.data.kitti_io.OdometryCalibration` (also what
+    training on ``data.dataset: kitti_odom`` reads), so both see the same numbers.
+    """
+    from fmdepth.data.kitti_io import OdometryCalibration
+
+    return OdometryCalibration(path).K("2")
 
 
 def _odometry_paths(root: str, sequence: str):

@@ -1,13 +1,20 @@
-"""The depth task: the self-supervised depth/pose system on KITTI raw (or synthetic) sequences.
+"""The depth task: the self-supervised depth/pose system on KITTI raw, KITTI odometry, synthetic
+or own-video / image-folder sequences.
 
-``build(cfg)`` wires :func:`fmdepth.models.depth.build_depth_system` to the KITTI raw readers of
-:mod:`fmdepth.data` and validates with the one metrics implementation of :mod:`fmdepth.metrics`
-(Eigen protocol: Garg crop, depth capped to 80 m, per-image median scaling).
+``build(cfg)`` wires :func:`fmdepth.models.depth.build_depth_system` to the readers of
+:mod:`fmdepth.data` chosen by ``data.dataset`` -- ``kitti_raw`` and ``synthetic``
+(:class:`~fmdepth.data.KittiRawDataset`), ``kitti_odom``
+(:class:`~fmdepth.data.KittiOdometryDataset`, calibration from each sequence's ``calib.txt``) and
+``folder`` (videos / frame folders, :func:`fmdepth.data.folder.build_folder_datasets`) -- and
+validates with the one metrics implementation of :mod:`fmdepth.metrics` (Eigen protocol: Garg
+crop, depth capped to 80 m, per-image median scaling) where ground truth exists.
 
 Split files: ``data.split`` is a folder holding ``train_files.txt`` (and optionally
-``val_files.txt``), either as given, or relative to ``data.path`` (the synthetic renderer writes
-``<data>/splits/``), or a public split name fetched by :func:`fmdepth.data.splits.fetch_split`.
-For ``data.dataset: synthetic`` an empty ``data.split`` means ``<data.path>/splits``.
+``val_files.txt``), either as given, or relative to ``data.path`` or ``data.path/splits`` (the
+synthetic renderer writes ``<data>/splits/`` and ``<data>/splits/odom/``), or a public split name
+fetched by :func:`fmdepth.data.splits.fetch_split` (``odom``: sequences 00-08 for training, as
+Zhou et al. and Monodepth2). For ``data.dataset: synthetic`` an empty ``data.split`` means
+``<data.path>/splits``.
 """
 from __future__ import annotations
 
@@ -26,7 +33,8 @@ def resolve_split_dir(cfg) -> str:
     root = cfg.data.path
     if cfg.data.dataset == "synthetic" and split in ("", "synthetic"):
         split = "splits"
-    candidates = [split] if os.path.isabs(split) else [split, os.path.join(root, split)]
+    candidates = [split] if os.path.isabs(split) else [split, os.path.join(root, split),
+                                                       os.path.join(root, "splits", split)]
     for cand in candidates:
         if os.path.isdir(cand):
             return cand
@@ -75,39 +83,135 @@ def make_depth_validate(min_depth: float, max_depth: float):
     return validate
 
 
+# model.* keys that must agree between model.init_checkpoint and the run, per network
+# (key, default for checkpoints written before the key existed)
+_INIT_KEYS = {
+    "depth": (("depth_layers", None), ("num_scales", 4), ("input_norm", "imagenet"),
+              ("depth_decoder", "monodepth2")),
+    "pose": (("pose_layers", None), ("pose_scale", 0.01), ("input_norm", "imagenet")),
+    "feature": (("feature_layers", None), ("feature_input_norm", "imagenet")),
+}
+
+
+def init_from_checkpoint(system, cfg) -> list:
+    """Load ``model.init_checkpoint`` into the networks of ``system`` that the checkpoint holds.
+
+    Every network of the system found in the checkpoint is loaded strictly; the architecture
+    keys of ``_INIT_KEYS`` must match the run's (else the error names the key to ``--set``).
+    Networks the checkpoint lacks keep their initialisation (``model.pretrained``,
+    ``model.feature_weights``). Returns the names loaded.
+
+    Raises:
+        FileNotFoundError / ValueError: unreadable file, not a depth checkpoint, no network in
+            common, or an architecture mismatch.
+    """
+    from fmdepth.engine.checkpoint import load_checkpoint
+
+    path = cfg.model.init_checkpoint
+    ckpt = load_checkpoint(path)
+    old = ckpt.get("config") or {}
+    if old.get("task") != "depth" or not isinstance(old.get("model"), dict):
+        raise ValueError(f"model.init_checkpoint: {path} is a '{old.get('task')}' checkpoint, "
+                         f"not a depth one")
+    nets = system.trainable_models()
+    loaded = []
+    for name, net in nets.items():
+        if name not in ckpt["models"]:
+            continue
+        for key, default in _INIT_KEYS[name]:
+            theirs, ours = old["model"].get(key, default), getattr(cfg.model, key)
+            if theirs != ours:
+                raise ValueError(f"config key 'model.{key}': {path} has {theirs!r}, this run "
+                                 f"{ours!r} (add --set model.{key}={theirs})")
+        try:
+            result = net.load_state_dict(ckpt["models"][name], strict=False)
+        except RuntimeError as exc:  # a tensor of another shape
+            raise ValueError(f"model.init_checkpoint: the '{name}' weights of {path} do not fit: "
+                             f"{' '.join(str(exc).split())[:300]}") from None
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(f"model.init_checkpoint: the '{name}' weights of {path} do not fit "
+                             f"(missing {result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]})")
+        loaded.append(name)
+    if not loaded:
+        raise ValueError(f"model.init_checkpoint: {path} holds {', '.join(ckpt['models'])}; this run "
+                         f"builds {', '.join(nets)}: no network in common")
+    return loaded
+
+
+def _odometry_has_gt(root: str, val_file: str) -> bool:
+    """Whether the first validation entry has a velodyne scan (often not downloaded for odometry)."""
+    from fmdepth.data.splits import read_split
+
+    folder, frame, _ = read_split(val_file)[0]
+    seq = f"{int(folder):02d}" if folder.isdigit() else folder
+    return os.path.isfile(os.path.join(root, "sequences", seq, "velodyne", f"{frame:06d}.bin"))
+
+
 def build(cfg) -> Task:
-    """Depth system + KITTI raw train/val sets + Eigen-protocol validation for ``cfg``."""
-    from fmdepth.data import KittiRawDataset, collate_depth
+    """Depth system + train/val sets of ``data.dataset`` + Eigen-protocol validation for ``cfg``."""
+    from fmdepth.data import KittiOdometryDataset, KittiRawDataset, collate_depth
     from fmdepth.models.depth import build_depth_system
 
     d = cfg.data
-    if d.dataset not in ("kitti_raw", "synthetic"):
-        raise ValueError(f"config key 'data.dataset': the depth task reads KITTI raw layouts "
-                         f"('kitti_raw' or 'synthetic'), got '{d.dataset}'")
-    if not d.path or not os.path.isdir(d.path):
-        raise FileNotFoundError(f"data.path: dataset folder not found: '{d.path}' (pass --data DIR)")
+    if d.dataset not in ("kitti_raw", "synthetic", "kitti_odom", "folder"):
+        raise ValueError(f"config key 'data.dataset': the depth task reads 'kitti_raw', 'synthetic', "
+                         f"'kitti_odom' or 'folder', got '{d.dataset}'")
+    if not d.path or not os.path.exists(d.path):
+        raise FileNotFoundError(f"data.path: dataset not found: '{d.path}' (pass --data DIR)")
+    if d.dataset == "folder":
+        train_set, val_set = _folder_sets(cfg)
+    else:
+        if not os.path.isdir(d.path):
+            raise FileNotFoundError(f"data.path: dataset folder not found: '{d.path}' (pass --data DIR)")
+        train_set, val_set = _kitti_sets(cfg, KittiOdometryDataset if d.dataset == "kitti_odom" else KittiRawDataset)
+
+    system = build_depth_system(cfg)
+    if cfg.model.init_checkpoint:
+        loaded = init_from_checkpoint(system, cfg)
+        print(f"model.init_checkpoint: {', '.join(loaded)} from {cfg.model.init_checkpoint}")
+    validate = make_depth_validate(cfg.model.min_depth, cfg.model.max_depth) if val_set is not None else None
+    return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=collate_depth,
+                validate=validate, best_metric="abs_rel", best_mode="min")
+
+
+def _kitti_sets(cfg, cls):
+    from fmdepth.data import KittiOdometryDataset
+
+    d = cfg.data
     split_dir = resolve_split_dir(cfg)
     train_file = os.path.join(split_dir, "train_files.txt")
     if not os.path.isfile(train_file):
         raise FileNotFoundError(f"data.split: {train_file} not found")
     val_file = os.path.join(split_dir, "val_files.txt")
-
-    system = build_depth_system(cfg)
     common = dict(height=d.height, width=d.width, num_scales=d.num_scales, img_ext=d.img_ext,
                   skip_missing=d.skip_missing)
-    train_kwargs = _dataset_kwargs(KittiRawDataset, dict(
+    train_kwargs = _dataset_kwargs(cls, dict(
         common, frame_ids=tuple(d.frame_ids), is_train=True, stereo=d.stereo, load_gt=False,
         flip_prob=d.flip_prob, jitter_prob=d.jitter_prob))
-    train_set = KittiRawDataset(d.path, train_file, **train_kwargs)
+    train_set = cls(d.path, train_file, **train_kwargs)
     val_set = None
-    validate = None
     if os.path.isfile(val_file) and os.path.getsize(val_file) > 0:
-        val_kwargs = _dataset_kwargs(KittiRawDataset, dict(
-            common, frame_ids=(0,), is_train=False, stereo=False, load_gt=True))
-        val_set = KittiRawDataset(d.path, val_file, **val_kwargs)
-        validate = make_depth_validate(cfg.model.min_depth, cfg.model.max_depth)
-    return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=collate_depth,
-                validate=validate, best_metric="abs_rel", best_mode="min")
+        if cls is not KittiOdometryDataset or _odometry_has_gt(d.path, val_file):
+            val_kwargs = _dataset_kwargs(cls, dict(
+                common, frame_ids=(0,), is_train=False, stereo=False, load_gt=True))
+            val_set = cls(d.path, val_file, **val_kwargs)
+        else:
+            print(f"validation: {val_file} has no ground truth under {d.path} (no velodyne scans); "
+                  "training without depth validation")
+    return train_set, val_set
+
+
+def _folder_sets(cfg):
+    from fmdepth.data.folder import build_folder_datasets
+
+    d = cfg.data
+    if d.stereo or "s" in d.frame_ids:
+        raise ValueError(f"data.stereo: {d.path} is a video / image folder with one camera; stereo "
+                         "training needs a rectified second camera (KITTI raw or odometry layout)")
+    return build_folder_datasets(d.path, d.split, height=d.height, width=d.width,
+                                 frame_ids=tuple(d.frame_ids), num_scales=d.num_scales,
+                                 fov_deg=d.fov_deg, val_fraction=d.val_fraction,
+                                 flip_prob=d.flip_prob, jitter_prob=d.jitter_prob)
 
 
 @torch.no_grad()

@@ -69,3 +69,64 @@ def test_depth_task_trains_two_steps(tmp_path):
     ck = load_checkpoint(res.last_checkpoint)
     assert set(ck["models"]) == {"depth", "pose", "feature"}
     assert os.path.isfile(res.best_checkpoint)
+
+
+def _tiny_cfg(data, dataset, split, **data_extra):
+    return config_from_dict({
+        "data": dict({"dataset": dataset, "path": data, "split": split, "height": 64, "width": 224,
+                      "num_workers": 0}, **data_extra),
+        "model": {"depth_layers": 18, "pose_layers": 18, "feature_layers": 18, "pose_scale": 0.1,
+                  "min_depth": 0.01},
+        "loss": {"feature_metric": 0.0, "scales": [0]},
+        "train": {"max_steps": 2, "batch_size": 2, "log_every": 1, "image_every": 0, "val_every": 2,
+                  "device": "cpu"}})
+
+
+@pytest.fixture(scope="module")
+def odom_root(tmp_path_factory):
+    from fmdepth.data.synthetic import render_dataset
+
+    # sequences 00, 01 train (splits/odom/train_files.txt), 02 test (test_files_02.txt)
+    return render_dataset(str(tmp_path_factory.mktemp("odom") / "synth"), drives=3, frames=6, height=64,
+                          width=224, supersample=1, progress=False)
+
+
+@pytest.mark.slow
+def test_kitti_odometry_trains_then_evaluate_pose(odom_root, tmp_path, capsys):
+    """data.dataset kitti_odom + split odom, then `fmdepth evaluate pose` on the held-out sequence."""
+    from fmdepth.cli import main
+    from fmdepth.data import KittiOdometryDataset
+    from fmdepth.engine.task_depth import build
+    from fmdepth.engine.trainer import train
+
+    cfg = _tiny_cfg(odom_root, "kitti_odom", "odom")
+    task = build(cfg)
+    assert isinstance(task.train_set, KittiOdometryDataset) and task.val_set is not None
+    assert {e[0] for e in task.train_set.entries} == {"0", "1"}
+    # K from calib.txt P2 scaled to 224x64 (rendered at 224x64: unchanged)
+    assert torch.allclose(task.train_set[0].K[0][0, 0], torch.tensor(0.58 * 224))
+    res = train(cfg, str(tmp_path / "run"), progress=False)
+    assert res.step == 2 and "abs_rel" in res.last_val
+    out = tmp_path / "pose.json"
+    assert main(["evaluate", "pose", "--checkpoint", res.last_checkpoint, "--data", odom_root,
+                 "--sequence", "02", "--json", str(out), "--no-progress"]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["sequence"] == "02" and result["num_frames"] == 6 and result["ate_mean"] >= 0
+    assert "Snippet ATE" in capsys.readouterr().out
+
+
+def test_kitti_odometry_without_calib_names_the_file(odom_root, tmp_path):
+    import shutil
+
+    from fmdepth.engine.task_depth import build
+
+    root = tmp_path / "copy"
+    shutil.copytree(odom_root, root, symlinks=True)
+    os.remove(root / "sequences" / "01" / "calib.txt")
+    with pytest.raises(FileNotFoundError, match=r"calibration file not found: .*sequences/01/calib\.txt"):
+        build(_tiny_cfg(str(root), "kitti_odom", "odom"))
+    with pytest.raises(FileNotFoundError, match=r"sequences/01/calib\.txt"):
+        from fmdepth.commands.evaluate import read_calib_intrinsics
+        read_calib_intrinsics(str(root / "sequences" / "01" / "calib.txt"))
