@@ -31,11 +31,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", help="learned registration checkpoint")
     parser.add_argument("--flows", help="folder of precomputed <name>.npy flows to score instead of registering")
     parser.add_argument("--method", choices=("affine", "deformable", "translation"), default="deformable")
-    parser.add_argument("--similarity", choices=("mi", "ngf", "ncc", "mse", "feature"), default="mi")
+    parser.add_argument("--similarity", choices=("mind", "mi", "ngf", "ncc", "mse", "feature"), default="mind",
+                        help="per-pair similarity (default: mind, as fmdepth register)")
     parser.add_argument("--iterations", default=None, help="per-pair iterations per level, e.g. 150,100,60")
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--grid-spacing", type=int, default=16)
-    parser.add_argument("--smoothness", type=float, default=0.05)
+    parser.add_argument("--smoothness", type=float, default=0.5, help="flow smoothness weight (default: 0.5, "
+                        "as fmdepth register)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs (0 = all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="write the summary as JSON")

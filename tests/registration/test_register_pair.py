@@ -64,7 +64,8 @@ def test_diffeomorphic_and_translation_run():
     p = make_pair((48, 48), modality="same", image="camera", rms=2.0, seed=5, num_landmarks=10)
     r = register_pair(p.fixed, p.moving, "deformable", "ncc", levels=2, iterations=(10, 5), diffeomorphic=True)
     assert torch.isfinite(r.flow).all() and folding_fraction(r.flow) == 0.0
-    t = register_pair(p.fixed, p.moving, "translation", levels=1, iterations=2)
+    t = register_pair(p.fixed, p.moving, "translation", levels=1, iterations=2, keep_best=False)
+    assert t.kept == "final" and set(t.scores) == {"identity", "final"}
     assert t.translated.shape == (1, 1, 48, 48) and torch.isfinite(t.flow).all()
 
 
@@ -95,3 +96,58 @@ def test_bad_inputs():
         Similarity("ssd")
     with pytest.raises(ValueError, match="moving"):
         register_pair(a, torch.rand(2, 1, 32, 32), "affine", "mse")
+
+
+def test_default_is_mind_and_reduces_error_on_a_remap_pair():
+    p = make_pair((96, 96), modality="chanremap", image="astronaut", rms=3.0, seed=3, num_landmarks=15)
+    before = landmark_error(p.landmarks_fixed, p.landmarks_moving)["lre_mean"]
+    r = register_pair(p.fixed, p.moving, iterations=(60, 40, 30))
+    after = landmark_error(p.landmarks_fixed, p.landmarks_moving, r.flow[0])["lre_mean"]
+    assert before > 2.0 and after < 0.35 * before, f"{before:.2f} -> {after:.2f}"
+    assert r.kept == "final" and set(r.scores["final"]) == {"mind", "ngf"}
+    assert all(r.scores["final"][n] < r.scores["identity"][n] for n in ("mind", "ngf"))
+    assert any("final improves on identity" in n for n in r.notes)
+
+
+def test_a_wrong_initial_affine_is_dropped_and_identity_kept():
+    p = make_pair((64, 64), modality="remap", image="camera", rms=2.0, seed=1, num_landmarks=10)
+    wrong = np.array([[0.9, 0.2, 8.0], [-0.2, 0.9, -6.0]])
+    r = register_pair(p.fixed, p.moving, "deformable", init_affine=wrong, iterations=0)
+    # 0 iterations from the identity = the identity again: not better, so the identity is kept
+    assert r.kept == "identity" and torch.count_nonzero(r.flow) == 0 and r.affine is None
+    assert any("initial affine dropped" in n for n in r.notes)
+    np.testing.assert_allclose(r.warped[0].numpy(), p.moving, atol=1e-5)
+    raw = register_pair(p.fixed, p.moving, "deformable", init_affine=wrong, iterations=0, keep_best=False)
+    assert raw.kept == "final" and torch.count_nonzero(raw.flow) > 0
+
+
+def test_a_right_initial_affine_is_kept_when_the_method_adds_nothing():
+    p = make_pair((64, 64), modality="remap", image="camera", affine=True, rms=0.0, seed=6, num_landmarks=10)
+    r = register_pair(p.fixed, p.moving, "deformable", init_affine=p.affine, iterations=0)
+    assert r.kept == "affine"  # the final field equals the affine: not strictly better on both
+    np.testing.assert_allclose(r.flow[0].numpy(), affine_to_flow(torch.tensor(p.affine)[None].float(), 64, 64)[0],
+                               atol=1e-3)
+    assert r.scores["affine"]["mind"] < r.scores["identity"]["mind"]
+
+
+def test_init_affine_stage_not_worse_than_identity():
+    p = make_pair((64, 64), modality="edges", image="coffee", affine=True, rms=2.0, seed=4, num_landmarks=12,
+                  affine_kwargs=dict(rotation_deg=4.0, scale=0.04, shear=0.0, translation=4 / 64))
+    before = landmark_error(p.landmarks_fixed, p.landmarks_moving)["lre_mean"]
+    r = register_pair(p.fixed, p.moving, "deformable", init="affine", levels=2, iterations=(40, 30))
+    after = landmark_error(p.landmarks_fixed, p.landmarks_moving, r.flow[0])["lre_mean"]
+    assert after < before and r.kept in ("affine", "final") and "affine" in r.scores
+
+
+def test_undefined_similarity_is_a_clear_error():
+    flat, img = torch.full((1, 32, 32), 0.3), torch.rand(1, 32, 32)
+    with pytest.raises(ValueError, match="moving image: is constant"):
+        register_pair(img, flat)
+    bad = img.clone()
+    bad[0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="fixed image: has non-finite"):
+        register_pair(bad, img)
+    with pytest.raises(ValueError, match="check_similarity"):
+        register_pair(img, img, similarity="ngf", check_similarity="ngf")
+    with pytest.raises(ValueError, match="init"):
+        register_pair(img, img, init="nbb")
