@@ -48,7 +48,7 @@ class DataConfig:
     jitter_prob: float = 0.5  # colour-jitter probability (training only, network input only)
     num_workers: int = 2  # DataLoader workers
     skip_missing: bool = False  # skip split entries whose files are missing (reported) instead of failing
-    fov_deg: float = 0.0  # folder data without an intrinsics file: assumed horizontal field of view (degrees; 0 = refuse and ask for one)
+    fov_deg: float = 70.0  # folder data without an intrinsics file: assumed horizontal field of view in degrees, stated in a warning (0 = refuse)
     val_fraction: float = 0.1  # folder data without split files: fraction of each sequence's frames held out for validation
 
     def validate(self, prefix: str) -> None:

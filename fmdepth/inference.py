@@ -347,13 +347,16 @@ def colorize_disparity(disp: np.ndarray, vmax: Optional[float] = None) -> np.nda
 
 
 def predict_inputs(predictor: DepthPredictor, inputs: Sequence[str], out_dir: str, batch_size: int = 8,
-                   save: str = "both", post_process: bool = False, progress: bool = True) -> List[str]:
-    """Predict every image / folder / video frame and write ``.npy`` + colourised ``.png``.
+                   save: str = "both", post_process: bool = False, progress: bool = True,
+                   save_npy: bool = False) -> List[str]:
+    """Predict every image / folder / video and write the results under ``out_dir``.
 
-    For an input ``NAME`` it writes ``OUT/NAME_disp.npy`` (scaled disparity, float32, input size),
+    For an image ``NAME`` it writes ``OUT/NAME_disp.npy`` (scaled disparity, float32, input size),
     ``OUT/NAME_depth.npy`` (``1/disp``; up to scale for monocular models) and
-    ``OUT/NAME_disp.png`` (magma); video frames go to ``OUT/VIDEO/000000_*``; folder contents
-    to ``OUT/FOLDER/...``.
+    ``OUT/NAME_disp.png`` (magma). For a video ``NAME`` it writes ``OUT/NAME_depth.mp4``: the
+    input frame and its colourised disparity side by side, at the video's frame rate
+    (:func:`predict_video`); with ``save_npy`` also the per-frame ``OUT/NAME/000000_disp.npy`` /
+    ``_depth.npy``. Folder contents go to ``OUT/FOLDER/...``.
 
     Args:
         predictor: a :class:`DepthPredictor`.
@@ -362,6 +365,7 @@ def predict_inputs(predictor: DepthPredictor, inputs: Sequence[str], out_dir: st
         batch_size: images per network call (frames of different sizes are batched together;
             each is resized to the network size and back).
         save: ``"depth"``, ``"disp"`` or ``"both"`` (which ``.npy`` to write; the PNG always).
+        save_npy: also write per-frame ``.npy`` files (``save`` of them) for video frames.
 
     Returns:
         the written file paths.
@@ -383,28 +387,26 @@ def predict_inputs(predictor: DepthPredictor, inputs: Sequence[str], out_dir: st
         bar = tqdm(total=total or None, desc="predict", unit="img")
 
     def flush(batch: List[Tuple[str, np.ndarray]]) -> None:
-        net_in = torch.cat([resize_images(to_tensor([img]), predictor.height, predictor.width)
-                            for _, img in batch])
-        scaled = predictor.predict_scaled_disp(net_in, post_process).float().cpu()
-        for (name, img), disp in zip(batch, scaled):
-            h, w = img.shape[:2]
-            disp = F.interpolate(disp[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+        for (name, img), disp in zip(batch, predict_disp_arrays(predictor, [b[1] for b in batch], post_process)):
             stem = os.path.join(out_dir, name)
             os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
-            if save in ("disp", "both"):
-                np.save(stem + "_disp.npy", disp.astype(np.float32))
-                written.append(stem + "_disp.npy")
-            if save in ("depth", "both"):
-                np.save(stem + "_depth.npy", (1.0 / disp).astype(np.float32))
-                written.append(stem + "_depth.npy")
+            written.extend(_save_npy(stem, disp, save))
             Image.fromarray(colorize_disparity(disp)).save(stem + "_disp.png")
             written.append(stem + "_disp.png")
         if bar is not None:
             bar.update(len(batch))
 
     batch: List[Tuple[str, np.ndarray]] = []
-    for name, img in iter_frames(items):
-        batch.append((name, img))
+    for it in items:
+        if it.kind == "video":
+            if batch:
+                flush(batch)
+                batch = []
+            written.extend(predict_video(predictor, it.path, os.path.join(out_dir, it.out_prefix),
+                                         batch_size=batch_size, post_process=post_process,
+                                         npy=save if save_npy else None, bar=bar))
+            continue
+        batch.append((it.out_prefix, load_image(it.path)))
         if len(batch) == batch_size:
             flush(batch)
             batch = []
@@ -413,3 +415,115 @@ def predict_inputs(predictor: DepthPredictor, inputs: Sequence[str], out_dir: st
     if bar is not None:
         bar.close()
     return written
+
+
+def _save_npy(stem: str, disp: np.ndarray, save: str) -> List[str]:
+    out = []
+    if save in ("disp", "both"):
+        np.save(stem + "_disp.npy", disp.astype(np.float32))
+        out.append(stem + "_disp.npy")
+    if save in ("depth", "both"):
+        np.save(stem + "_depth.npy", (1.0 / disp).astype(np.float32))
+        out.append(stem + "_depth.npy")
+    return out
+
+
+def predict_disp_arrays(predictor: DepthPredictor, images: Sequence[np.ndarray],
+                        post_process: bool = False) -> List[np.ndarray]:
+    """(H, W, 3) uint8 images (any sizes) -> their (H, W) float32 scaled disparities, one network
+    call: each image is resized to the network size and its disparity back to the image size."""
+    net_in = torch.cat([resize_images(to_tensor([img]), predictor.height, predictor.width) for img in images])
+    scaled = predictor.predict_scaled_disp(net_in, post_process).float().cpu()
+    out = []
+    for img, disp in zip(images, scaled):
+        h, w = img.shape[:2]
+        out.append(F.interpolate(disp[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy())
+    return out
+
+
+#: widest side-by-side frame written (wider inputs are scaled down for the video only)
+MAX_VIDEO_WIDTH = 3840
+
+
+def side_by_side(frame: np.ndarray, disp: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 input | colourised (H, W) disparity -> (H', 2W', 3) uint8 with even sides
+    (H.264 with yuv420p needs them; an odd row/column is padded black), at most
+    :data:`MAX_VIDEO_WIDTH` wide."""
+    from PIL import Image
+
+    out = np.concatenate([frame, colorize_disparity(disp)], axis=1)
+    if out.shape[1] > MAX_VIDEO_WIDTH:
+        s = MAX_VIDEO_WIDTH / out.shape[1]
+        out = np.asarray(Image.fromarray(out).resize((MAX_VIDEO_WIDTH, max(2, int(round(out.shape[0] * s)))),
+                                                     Image.Resampling.BILINEAR))
+    h, w = out.shape[:2]
+    if h % 2 or w % 2:
+        out = np.pad(out, ((0, h % 2), (0, w % 2), (0, 0)))
+    return np.ascontiguousarray(out)
+
+
+def predict_video(predictor: DepthPredictor, path: str, stem: str, batch_size: int = 8,
+                  post_process: bool = False, npy: Optional[str] = None, bar=None) -> List[str]:
+    """Write ``STEM_depth.mp4``: every frame of the video ``path`` beside its colourised disparity,
+    at the input's frame rate (H.264). The file is written under a temporary name and renamed
+    when complete, so a video that fails to decode leaves nothing (and overwrites nothing).
+
+    Args:
+        stem: output path without the ``_depth.mp4`` suffix.
+        npy: None, or ``"disp"``/``"depth"``/``"both"``: also write ``STEM/000000_disp.npy`` ...
+
+    Returns:
+        the written file paths.
+
+    Raises:
+        ValueError: the video cannot be decoded (names the file).
+    """
+    import imageio.v2 as iio2
+
+    from fmdepth.data.media import video_fps
+
+    fps = video_fps(path)
+    if not fps > 0:
+        fps = 25.0
+    out_path = stem + "_depth.mp4"
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    tmp = os.path.join(os.path.dirname(out_path) or ".", f".{os.path.basename(stem)}.partial-{os.getpid()}.mp4")
+    written: List[str] = []
+    writer = None
+    count = 0
+    try:
+        batch: List[np.ndarray] = []
+
+        def flush() -> None:
+            nonlocal writer, count
+            disps = predict_disp_arrays(predictor, batch, post_process)
+            for frame, disp in zip(batch, disps):
+                if writer is None:
+                    writer = iio2.get_writer(tmp, format="ffmpeg", fps=fps, codec="libx264", quality=8,
+                                             macro_block_size=1, pixelformat="yuv420p")
+                writer.append_data(side_by_side(frame, disp))
+                if npy is not None:
+                    os.makedirs(stem, exist_ok=True)
+                    written.extend(_save_npy(os.path.join(stem, f"{count:06d}"), disp, npy))
+                count += 1
+            if bar is not None:
+                bar.update(len(batch))
+            batch.clear()
+
+        for frame in iter_video_frames(path):
+            batch.append(frame)
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+        if writer is None:
+            raise ValueError(f"{path}: the video has no frames; expected a decodable video")
+        writer.close()
+        writer = None
+        os.replace(tmp, out_path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return [out_path] + written

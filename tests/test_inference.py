@@ -134,18 +134,42 @@ def test_predict_folder_end_to_end(predictor, tmp_path):
 
 
 def test_predict_video_end_to_end(predictor, tmp_path):
+    """A video gives NAME_depth.mp4 (input | disparity, same fps); .npy per frame only on request."""
     import imageio.v2 as iio2
 
     video = tmp_path / "clip.mp4"
     rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, size=(48, 80, 3), dtype=np.uint8) for _ in range(4)]
     with iio2.get_writer(str(video), fps=5, codec="libx264", macro_block_size=1) as writer:
-        for _ in range(4):
-            writer.append_data(rng.integers(0, 255, size=(48, 80, 3), dtype=np.uint8))
+        for f in frames:
+            writer.append_data(f)
     files = predict_inputs(predictor, [str(video)], str(tmp_path / "out"), batch_size=3, save="depth",
                            progress=False)
-    pngs = sorted(f for f in files if f.endswith(".png"))
-    assert [os.path.basename(p) for p in pngs] == [f"{i:06d}_disp.png" for i in range(4)]
-    assert np.load(tmp_path / "out" / "clip" / "000003_depth.npy").shape == (48, 80)
+    assert files == [str(tmp_path / "out" / "clip_depth.mp4")]
+    assert sorted(os.listdir(tmp_path / "out")) == ["clip_depth.mp4"]
+    reader = iio2.get_reader(files[0], format="ffmpeg")
+    fps, out = reader.get_meta_data()["fps"], [f for f in reader]
+    reader.close()
+    assert len(out) == 4 and fps == pytest.approx(5.0) and out[0].shape == (48, 160, 3)
+    # left half: the input (H.264 is lossy on random noise: compare loosely)
+    decoded = [f for f in iio2.get_reader(str(video), format="ffmpeg")]
+    assert np.abs(out[2][:, :80].astype(float) - decoded[2].astype(float)).mean() < 40
+    files = predict_inputs(predictor, [str(video)], str(tmp_path / "npy"), batch_size=3, save="depth",
+                           progress=False, save_npy=True)
+    assert sorted(os.path.basename(f) for f in files if f.endswith(".npy")) == [f"{i:06d}_depth.npy" for i in range(4)]
+    assert np.load(tmp_path / "npy" / "clip" / "000003_depth.npy").shape == (48, 80)
+
+
+def test_predict_bad_video_overwrites_nothing(predictor, tmp_path):
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clip_depth.mp4").write_bytes(b"previous result")
+    with pytest.raises(ValueError, match=r"clip\.mp4: "):
+        predict_inputs(predictor, [str(bad)], str(out), progress=False)
+    assert sorted(os.listdir(out)) == ["clip_depth.mp4"]
+    assert (out / "clip_depth.mp4").read_bytes() == b"previous result"
 
 
 def test_colorize_disparity():

@@ -15,6 +15,7 @@ train.max_steps may change). Budgets: train.max_steps, train.max_minutes.
 
 examples:
   fmdepth train --config configs/synth_quick.yaml --data data/synth --out runs/quick
+  fmdepth train --config configs/video_quick.yaml --data my_video.mp4 --out runs/mine   # own video
   # FeatDepth on KITTI, two stages: FeatureNet first, then depth/pose with FeatureNet frozen
   fmdepth train --config configs/kitti_featdepth_r50_640x192.yaml --data /data/kitti_raw \\
       --set loss.mode=featurenet --out runs/featurenet
@@ -58,8 +59,9 @@ def run(args) -> int:
     if cfg.task == "depth":
         if not cfg.data.path:
             raise ValueError("no dataset: pass --data DIR (or set data.path in the config)")
-        if not os.path.isdir(cfg.data.path):
-            raise FileNotFoundError(f"data.path: dataset folder not found: {cfg.data.path}")
+        if not (os.path.isdir(cfg.data.path) or (cfg.data.dataset == "folder" and os.path.isfile(cfg.data.path))):
+            raise FileNotFoundError(f"data.path: dataset folder not found: {cfg.data.path}"
+                                    + (" (data.dataset folder also takes a video file)" if cfg.data.dataset == "folder" else ""))
     from fmdepth.engine.trainer import NonFiniteLossError, check_run_dir, train
 
     check_run_dir(run_dir, args.resume)

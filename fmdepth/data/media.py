@@ -106,6 +106,22 @@ def iter_video_frames(path: str) -> Iterator[np.ndarray]:
         reader.close()
 
 
+def video_fps(path: str) -> float:
+    """Frames per second from a video's metadata (0.0 when the container does not say).
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`open_video`.
+    """
+    reader = open_video(path)
+    try:
+        fps = float(reader.get_meta_data().get("fps", 0.0) or 0.0)
+    except Exception:  # metadata is optional
+        fps = 0.0
+    finally:
+        reader.close()
+    return fps if np.isfinite(fps) else 0.0
+
+
 def video_info(path: str) -> Tuple[int, float]:
     """(number of frames, frames per second) of a video; a frame folder gives (n images, 0.0).
 

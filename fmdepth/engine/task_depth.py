@@ -83,6 +83,24 @@ def make_depth_validate(min_depth: float, max_depth: float):
     return validate
 
 
+def make_loss_validate():
+    """``validate(system, loader, device)`` -> ``{"val_loss": mean training loss}`` on held-out
+    frames (data without ground truth: videos, image folders); the system is in eval mode."""
+
+    def validate(system, loader, device) -> Dict[str, float]:
+        total, count = 0.0, 0
+        for batch in loader:
+            batch = batch.to(device)
+            n = batch.net_frames[0].shape[0]
+            total += float(system.training_step(batch, 0).loss) * n
+            count += n
+        if count == 0:
+            raise ValueError("the validation set is empty")
+        return {"val_loss": total / count}
+
+    return validate
+
+
 # model.* keys that must agree between model.init_checkpoint and the run, per network
 # (key, default for checkpoints written before the key existed)
 _INIT_KEYS = {
@@ -169,6 +187,10 @@ def build(cfg) -> Task:
     if cfg.model.init_checkpoint:
         loaded = init_from_checkpoint(system, cfg)
         print(f"model.init_checkpoint: {', '.join(loaded)} from {cfg.model.init_checkpoint}")
+    if d.dataset == "folder":  # no ground truth: the validation frames' photometric loss
+        validate = make_loss_validate() if val_set is not None else None
+        return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=collate_depth,
+                    validate=validate, best_metric="val_loss", best_mode="min")
     validate = make_depth_validate(cfg.model.min_depth, cfg.model.max_depth) if val_set is not None else None
     return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=collate_depth,
                 validate=validate, best_metric="abs_rel", best_mode="min")
@@ -209,7 +231,7 @@ def _folder_sets(cfg):
         raise ValueError(f"data.stereo: {d.path} is a video / image folder with one camera; stereo "
                          "training needs a rectified second camera (KITTI raw or odometry layout)")
     return build_folder_datasets(d.path, d.split, height=d.height, width=d.width,
-                                 frame_ids=tuple(d.frame_ids), num_scales=d.num_scales,
+                                 frame_ids=tuple(int(f) for f in d.frame_ids), num_scales=d.num_scales,
                                  fov_deg=d.fov_deg, val_fraction=d.val_fraction,
                                  flip_prob=d.flip_prob, jitter_prob=d.jitter_prob)
 

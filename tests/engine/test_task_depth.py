@@ -130,3 +130,130 @@ def test_kitti_odometry_without_calib_names_the_file(odom_root, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"sequences/01/calib\.txt"):
         from fmdepth.commands.evaluate import read_calib_intrinsics
         read_calib_intrinsics(str(root / "sequences" / "01" / "calib.txt"))
+
+
+def _write_video(path, frames, fps=10):
+    import imageio.v2 as imageio
+
+    with imageio.get_writer(str(path), fps=fps, macro_block_size=1) as wr:
+        for f in frames:
+            wr.append_data(f)
+
+
+def _synth_frames(root, drive=1, cam="02"):
+    import numpy as np
+    from PIL import Image
+
+    d = os.path.join(root, "2011_09_26", f"2011_09_26_drive_{drive:04d}_sync", f"image_{cam}", "data")
+    return [np.asarray(Image.open(os.path.join(d, f))) for f in sorted(os.listdir(d))]
+
+
+@pytest.mark.slow
+def test_folder_video_trains_then_predict_writes_a_video(odom_root, tmp_path, capsys):
+    """`train --data my_video.mp4` with configs/video_quick.yaml, then `predict` on the same video."""
+    import imageio.v2 as imageio
+
+    from fmdepth.cli import main
+
+    video = tmp_path / "my_video.mp4"
+    _write_video(video, _synth_frames(odom_root) + _synth_frames(odom_root, 2), fps=12)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = os.path.join(repo, "configs", "video_quick.yaml")
+    with pytest.warns(UserWarning, match="assuming a 60 degree horizontal field of view"):
+        assert main(["train", "--config", cfg, "--data", str(video), "--out", str(tmp_path / "run"),
+                     "--set", "train.max_steps=2", "--set", "train.val_every=2", "--set", "data.height=64",
+                     "--set", "data.width=224", "--set", "train.batch_size=2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1 sequence(s), 12 frames" in out and "val" in out
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert ckpt.is_file()
+    assert main(["predict", "--checkpoint", str(ckpt), str(video), "--out", str(tmp_path / "pred"),
+                 "--no-progress"]) == 0
+    written = sorted(os.listdir(tmp_path / "pred"))
+    assert written == ["my_video_depth.mp4"]
+    reader = imageio.get_reader(str(tmp_path / "pred" / "my_video_depth.mp4"), format="ffmpeg")
+    meta = reader.get_meta_data()
+    frames = [f for f in reader]
+    reader.close()
+    assert len(frames) == 12 and abs(meta["fps"] - 12) < 0.01
+    assert frames[0].shape == (64, 2 * 224, 3)  # input | colourised disparity, the input's size
+
+
+def test_folder_of_sequences_split_sizes_and_intrinsics(odom_root, tmp_path, capsys):
+    """Several sequences of different sizes, K from a YAML next to the data, automatic split."""
+    import numpy as np
+    from PIL import Image
+
+    from fmdepth.data.folder import build_folder_datasets
+
+    root = tmp_path / "mine"
+    for name, frames, size in (("a", _synth_frames(odom_root), None), ("b", _synth_frames(odom_root, 2), (112, 32))):
+        (root / name).mkdir(parents=True)
+        for i, f in enumerate(frames):
+            img = Image.fromarray(f)
+            (img.resize(size) if size else img).save(root / name / f"{i:04d}.png")
+    (root / "intrinsics.yaml").write_text("fx: 129.92\nfy: 122.88\ncx: 111.5\ncy: 31.5\nwidth: 224\nheight: 64\n")
+    train, val = build_folder_datasets(str(root), "auto", 64, 224, val_fraction=0.25, progress=False)
+    assert "2 sequence(s), 12 frames (112x32, 224x64)" in capsys.readouterr().out
+    assert [e for e in val.entries if e[0] == "a"] == [("a", 4, "l")]
+    # val sample 4 reads frames 3-5: training samples 2 and 3 would read frame 3, so only 1 is left
+    assert [e[1] for e in train.entries if e[0] == "a"] == [1]
+    s_a = val[0]
+    assert torch.allclose(s_a.K[0][0, 0], torch.tensor(129.92)) and s_a.frames[0][0].shape == (3, 64, 224)
+    s_b = next(train[i] for i, e in enumerate(train.entries) if e[0] == "b")
+    # b: frames at 112x32, K scaled by 0.5 from the file, then by 2 to the network size: unchanged
+    assert torch.allclose(s_b.K[0], s_a.K[0], atol=1e-4)
+    # a split file wins over the automatic split
+    (root / "splits").mkdir()
+    (root / "splits" / "train_files.txt").write_text("a 1 l\nb 2 l\n")
+    train, val = build_folder_datasets(str(root), "splits", 64, 224, progress=False)
+    assert train.entries == [("a", 1, "l"), ("b", 2, "l")] and val is None
+    assert np.isfinite(train[1].frames[0][0].numpy()).all()
+
+
+def test_folder_bad_input_one_line(odom_root, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fmdepth.config import config_from_dict
+    from fmdepth.data.folder import FrameSource, read_intrinsics_file
+    from fmdepth.engine.task_depth import build
+
+    frames = _synth_frames(odom_root)
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(2):
+        Image.fromarray(frames[i]).save(few / f"{i}.png")
+    with pytest.raises(ValueError, match=r"few/: 2 frame\(s\), expected at least 3"):
+        FrameSource(str(few), progress=False)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i in range(4):
+        img = Image.fromarray(frames[i])
+        (img.resize((112, 32)) if i == 2 else img).save(mixed / f"{i}.png")
+    with pytest.raises(ValueError, match=r"mixed/2\.png: frame is 112x32 but 0\.png is 224x64"):
+        FrameSource(str(mixed), progress=False)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 2000)
+    with pytest.raises(ValueError, match=r"bad\.mp4: "):
+        FrameSource(str(bad), progress=False)
+    k = tmp_path / "k.yaml"
+    k.write_text("fx: 100\nfy: 100\ncx: 10\n")
+    with pytest.raises(ValueError, match=r"k\.yaml: missing intrinsics key\(s\) cy"):
+        read_intrinsics_file(str(k))
+    k.write_text("fx: 0\nfy: 100\ncx: 10\ncy: 5\n")
+    with pytest.raises(ValueError, match=r"k\.yaml: focal lengths must be positive"):
+        read_intrinsics_file(str(k))
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i in range(3):
+        Image.fromarray(frames[i]).save(seq / f"{i}.png")
+    (seq / "intrinsics.json").write_text('{"fx": -5, "fy": 100, "cx": 10, "cy": 5}')
+    with pytest.raises(ValueError, match=r"intrinsics\.json: focal lengths must be positive"):
+        FrameSource(str(seq), progress=False)
+    with pytest.raises(ValueError, match=r"data.stereo: .*one camera"):
+        build(config_from_dict({"data": {"dataset": "folder", "path": str(seq), "stereo": True}}))
+    os.remove(seq / "intrinsics.json")
+    with pytest.raises(ValueError, match=r"seq: no intrinsics file .* \(data.fov_deg is 0\)"):
+        FrameSource(str(seq), fov_deg=0, progress=False)
+    assert np.array_equal(np.asarray(Image.open(seq / "0.png")), frames[0])  # nothing overwritten
