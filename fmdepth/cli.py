@@ -24,6 +24,8 @@ COMMANDS = {
     "predict": "predict",
     "register": "register",
     "correspond": "correspond",
+    "import-weights": "import_weights",
+    "export": "export",
 }
 
 EPILOG = """examples:
@@ -34,6 +36,8 @@ EPILOG = """examples:
   fmdepth predict --checkpoint runs/fm/checkpoints/best.pt my_images/ --out depth_out
   fmdepth register --fixed rgb.png --moving ir.png --method deformable --out reg_out
   fmdepth correspond a.png b.png --k 10 --out nbb_out
+  fmdepth import-weights --from monodepth2 models/mono_640x192 --out md2.pt
+  fmdepth export --checkpoint md2.pt --format onnx --out depth.onnx
 
 Run `fmdepth <command> --help` for the options and examples of each command."""
 

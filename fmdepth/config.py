@@ -82,6 +82,10 @@ class ModelConfig:
     pose_scale: float = 0.01  # PoseNet output scaling (0.01 as published; 0.1 trains faster from random init)
     min_depth: float = 0.1  # disparity -> depth range (disp_to_depth)
     max_depth: float = 100.0
+    input_norm: str = "imagenet"  # normalisation inside the depth/pose encoders: imagenet | monodepth2 ((x-0.45)/0.225, imported Monodepth2/FeatDepth weights) | none
+    feature_input_norm: str = "imagenet"  # the same for the FeatureNet encoder (none for FeatDepth's auto-encoder)
+    depth_decoder: str = "monodepth2"  # DepthNet decoder: monodepth2 (skip connections, ELU) | featdepth (FeatDepth's chained residual pooling decoder)
+    init_checkpoint: str = ""  # start training from the weights of this fmdepth checkpoint (e.g. one written by `fmdepth import-weights`)
 
     def validate(self, prefix: str) -> None:
         for k in ("depth_layers", "pose_layers", "feature_layers"):
@@ -93,6 +97,13 @@ class ModelConfig:
         _check(self.pose_scale > 0, f"{prefix}.pose_scale", f"must be > 0, got {self.pose_scale}")
         _check(0 < self.min_depth < self.max_depth, f"{prefix}.min_depth",
                f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        for k in ("input_norm", "feature_input_norm"):
+            _check(getattr(self, k) in ("imagenet", "monodepth2", "none"), f"{prefix}.{k}",
+                   f"must be imagenet, monodepth2 or none, got {getattr(self, k)!r}")
+        _check(self.depth_decoder in ("monodepth2", "featdepth"), f"{prefix}.depth_decoder",
+               f"must be monodepth2 or featdepth, got {self.depth_decoder!r}")
+        _check(self.depth_decoder != "featdepth" or self.num_scales <= 4, f"{prefix}.num_scales",
+               f"the featdepth decoder has 4 scales, got {self.num_scales}")
 
 
 LOSS_MODES = ("joint", "featurenet", "depth")

@@ -76,6 +76,8 @@ class CheckpointInfo:
     pose_scale: float
     num_scales: int
     config: Dict[str, Any]
+    input_norm: str = "imagenet"  # model.input_norm (older checkpoints: ImageNet statistics)
+    depth_decoder: str = "monodepth2"  # model.depth_decoder
 
     @classmethod
     def from_checkpoint(cls, ckpt: Dict[str, Any], path: str) -> "CheckpointInfo":
@@ -86,7 +88,9 @@ class CheckpointInfo:
                        min_depth=float(model["min_depth"]), max_depth=float(model["max_depth"]),
                        depth_layers=int(model["depth_layers"]), pose_layers=int(model["pose_layers"]),
                        pose_scale=float(model.get("pose_scale", 0.01)),
-                       num_scales=int(model.get("num_scales", 4)), config=ckpt["config"])
+                       num_scales=int(model.get("num_scales", 4)), config=ckpt["config"],
+                       input_norm=str(model.get("input_norm", "imagenet")),
+                       depth_decoder=str(model.get("depth_decoder", "monodepth2")))
         except KeyError as exc:
             raise ValueError(f"{path}: checkpoint config lacks {exc.args[0]!r} (data.height/width, "
                              "model.min_depth/max_depth/depth_layers/pose_layers are needed)") from None
@@ -151,7 +155,8 @@ class DepthPredictor(_CheckpointPredictor):
     def build_net(info: CheckpointInfo) -> torch.nn.Module:
         from fmdepth.networks import DepthNet
 
-        return DepthNet(num_layers=info.depth_layers, pretrained="none", num_scales=info.num_scales)
+        return DepthNet(num_layers=info.depth_layers, pretrained="none", num_scales=info.num_scales,
+                        input_norm=info.input_norm, decoder=info.depth_decoder)
 
     @torch.no_grad()
     def predict_scaled_disp(self, images: torch.Tensor, post_process: bool = False) -> torch.Tensor:
@@ -214,7 +219,7 @@ class PosePredictor(_CheckpointPredictor):
         from fmdepth.networks import PoseNet
 
         return PoseNet(num_layers=info.pose_layers, pretrained="none", num_frames=2,
-                       output_scale=info.pose_scale)
+                       output_scale=info.pose_scale, input_norm=info.input_norm)
 
     @torch.no_grad()
     def predict(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:

@@ -121,13 +121,16 @@ class DepthSystem(nn.Module):
         trains_depth = self.mode != "featurenet"
         self.uses_feature_metric = trains_depth and loss.feature_metric > 0
         self.depth_net: Optional[DepthNet] = (
-            DepthNet(model.depth_layers, model.pretrained, model.num_scales) if trains_depth else None)
+            DepthNet(model.depth_layers, model.pretrained, model.num_scales, input_norm=model.input_norm,
+                     decoder=model.depth_decoder) if trains_depth else None)
         self.pose_net: Optional[PoseNet] = (
-            PoseNet(model.pose_layers, model.pretrained, num_frames=2, output_scale=model.pose_scale)
+            PoseNet(model.pose_layers, model.pretrained, num_frames=2, output_scale=model.pose_scale,
+                    input_norm=model.input_norm)
             if trains_depth and self.temporal_ids else None)
         needs_feature = self.mode == "featurenet" or self.uses_feature_metric
         self.feature_net: Optional[FeatureNet] = (
-            FeatureNet(model.feature_layers, model.pretrained, num_scales=4) if needs_feature else None)
+            FeatureNet(model.feature_layers, model.pretrained, num_scales=4,
+                       input_norm=model.feature_input_norm) if needs_feature else None)
         if self.mode == "depth" and self.feature_net is not None:
             self.feature_net.requires_grad_(False)
             self.feature_net.eval()

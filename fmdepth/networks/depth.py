@@ -15,6 +15,8 @@ from torch import nn
 
 from .resnet import ResnetEncoder
 
+DEPTH_DECODERS = ("monodepth2", "featdepth")  # DepthNet(decoder=...): see DepthNet
+
 
 class Conv3x3(nn.Module):
     """3x3 convolution with reflection padding (keeps the spatial size)."""
@@ -116,6 +118,11 @@ class DepthNet(nn.Module):
         num_layers: ResNet depth of the encoder (18/34/50/101/152), 50 by default.
         pretrained: ``"none"``, ``"imagenet"`` or the path of a ResNet state_dict.
         num_scales: number of output scales (4 by default).
+        input_norm: normalisation inside the encoder: ``"imagenet"`` (default), ``"monodepth2"``
+            (``(x - 0.45) / 0.225``, for Monodepth2 / FeatDepth weights) or ``"none"``.
+        decoder: ``"monodepth2"`` (default: :class:`DepthDecoder`, skip connections, ELU) or
+            ``"featdepth"`` (:class:`~fmdepth.networks.crp_decoder.CRPDepthDecoder`, the decoder
+            of FeatDepth's released models; at most 4 scales).
 
     Shape:
         forward(image: (B, 3, H, W) in [0, 1], H and W multiples of 32, >= 64) -> list of
@@ -127,18 +134,29 @@ class DepthNet(nn.Module):
         [(2, 1, 64, 96), (2, 1, 32, 48), (2, 1, 16, 24), (2, 1, 8, 12)]
     """
 
-    def __init__(self, num_layers: int = 50, pretrained: str = "none", num_scales: int = 4):
+    def __init__(self, num_layers: int = 50, pretrained: str = "none", num_scales: int = 4,
+                 input_norm: str = "imagenet", decoder: str = "monodepth2"):
         super().__init__()
+        if decoder not in DEPTH_DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DEPTH_DECODERS)}, got {decoder!r}")
         self.num_layers = num_layers
         self.pretrained = pretrained
         self.num_scales = num_scales
-        self.encoder = ResnetEncoder(num_layers, pretrained, num_input_images=1)
-        self.decoder = DepthDecoder(self.encoder.num_ch_enc, num_scales=num_scales)
+        self.input_norm = input_norm
+        self.decoder_name = decoder
+        self.encoder = ResnetEncoder(num_layers, pretrained, num_input_images=1, input_norm=input_norm)
+        if decoder == "featdepth":
+            from .crp_decoder import CRPDepthDecoder
+
+            self.decoder = CRPDepthDecoder(self.encoder.num_ch_enc, num_scales=num_scales)
+        else:
+            self.decoder = DepthDecoder(self.encoder.num_ch_enc, num_scales=num_scales)
 
     def config(self) -> dict:
         """Constructor arguments (to rebuild the module for a checkpoint)."""
         return {"num_layers": self.num_layers, "pretrained": self.pretrained,
-                "num_scales": self.num_scales}
+                "num_scales": self.num_scales, "input_norm": self.input_norm,
+                "decoder": self.decoder_name}
 
     def forward(self, image: torch.Tensor) -> List[torch.Tensor]:
         check_image(image, "image")

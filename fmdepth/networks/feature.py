@@ -25,6 +25,8 @@ class FeatureNet(nn.Module):
         num_layers: ResNet depth of the encoder (50 by default).
         pretrained: ``"none"``, ``"imagenet"`` or the path of a ResNet state_dict (encoder only).
         num_scales: number of reconstruction scales (4 by default).
+        input_norm: normalisation inside the encoder: ``"imagenet"`` (default), ``"monodepth2"``
+            or ``"none"`` (FeatDepth's auto-encoder sees the image in [0, 1] as is).
 
     Shape:
         encode(image: (B, 3, H, W) in [0, 1], levels=None) -> list of encoder features up to the
@@ -39,12 +41,14 @@ class FeatureNet(nn.Module):
         ((1, 64, 32, 48), (1, 3, 64, 96))
     """
 
-    def __init__(self, num_layers: int = 50, pretrained: str = "none", num_scales: int = 4):
+    def __init__(self, num_layers: int = 50, pretrained: str = "none", num_scales: int = 4,
+                 input_norm: str = "imagenet"):
         super().__init__()
         self.num_layers = num_layers
         self.pretrained = pretrained
         self.num_scales = num_scales
-        self.encoder = ResnetEncoder(num_layers, pretrained, num_input_images=1)
+        self.input_norm = input_norm
+        self.encoder = ResnetEncoder(num_layers, pretrained, num_input_images=1, input_norm=input_norm)
         self.num_ch_enc = self.encoder.num_ch_enc
         self.decoder = DepthDecoder(self.num_ch_enc, num_scales=num_scales, num_output_channels=3,
                                     use_skips=False)
@@ -52,7 +56,7 @@ class FeatureNet(nn.Module):
     def config(self) -> dict:
         """Constructor arguments (to rebuild the module for a checkpoint)."""
         return {"num_layers": self.num_layers, "pretrained": self.pretrained,
-                "num_scales": self.num_scales}
+                "num_scales": self.num_scales, "input_norm": self.input_norm}
 
     def encode(self, image: torch.Tensor, levels: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
         """Encoder features of ``image`` (B, 3, H, W) in [0, 1].

@@ -55,6 +55,8 @@ class PoseNet(nn.Module):
         output_scale: factor on the regressed 6-vector (0.01 by default, as published). From
             random initialisation a larger value (e.g. 0.1) lets the translation reach metric
             size in a few hundred steps instead of pinning depth at its minimum.
+        input_norm: normalisation inside the encoder: ``"imagenet"`` (default), ``"monodepth2"``
+            (``(x - 0.45) / 0.225`` on all channels, for Monodepth2 / FeatDepth weights) or ``"none"``.
 
     Shape:
         forward(frames: (B, 3 * num_frames, H, W) in [0, 1]) -> (axisangle (B, 3),
@@ -67,7 +69,7 @@ class PoseNet(nn.Module):
     """
 
     def __init__(self, num_layers: int = 18, pretrained: str = "none", num_frames: int = 2,
-                 output_scale: float = POSE_SCALE):
+                 output_scale: float = POSE_SCALE, input_norm: str = "imagenet"):
         super().__init__()
         if not isinstance(num_frames, int) or num_frames < 2:
             raise ValueError(f"num_frames must be an integer >= 2, got {num_frames!r}")
@@ -77,13 +79,16 @@ class PoseNet(nn.Module):
         self.pretrained = pretrained
         self.num_frames = num_frames
         self.output_scale = output_scale
-        self.encoder = ResnetEncoder(num_layers, pretrained, num_input_images=num_frames)
+        self.input_norm = input_norm
+        self.encoder = ResnetEncoder(num_layers, pretrained, num_input_images=num_frames,
+                                     input_norm=input_norm)
         self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1], output_scale=output_scale)
 
     def config(self) -> dict:
         """Constructor arguments (to rebuild the module for a checkpoint)."""
         return {"num_layers": self.num_layers, "pretrained": self.pretrained,
-                "num_frames": self.num_frames, "output_scale": self.output_scale}
+                "num_frames": self.num_frames, "output_scale": self.output_scale,
+                "input_norm": self.input_norm}
 
     def forward(self, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         channels = 3 * self.num_frames

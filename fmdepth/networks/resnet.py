@@ -1,6 +1,9 @@
 """ResNet encoders (torchvision) returning the five feature levels a U-Net style decoder needs.
 
-Images go in as floats in [0, 1]; ImageNet normalisation happens inside the encoder. Several
+Images go in as floats in [0, 1]; normalisation happens inside the encoder (``input_norm``:
+per-channel ImageNet mean/std by default; ``"monodepth2"`` is Monodepth2's and FeatDepth's
+``(x - 0.45) / 0.225`` on every channel, ``"none"`` feeds the image as is, as FeatDepth's
+auto-encoder does), so weights imported from those projects see what they were trained on. Several
 frames can be stacked along the channel axis (``num_input_images``): conv1 then takes
 ``3 * num_input_images`` channels and, when weights are loaded, its 3-channel kernel is repeated
 once per frame and divided by the number of frames, so a stack of identical frames gives the
@@ -29,6 +32,20 @@ RESNET_DEPTHS = (18, 34, 50, 101, 152)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# input normalisation inside the encoders: name -> (mean, std) per RGB channel, None = identity
+INPUT_NORMS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),  # torchvision's ImageNet statistics (fmdepth default)
+    "monodepth2": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),  # Monodepth2 / FeatDepth depth + pose
+    "none": None,  # image in [0, 1] as is (FeatDepth's auto-encoder)
+}
+
+
+def check_input_norm(input_norm: str) -> str:
+    """``input_norm`` if it is one of :data:`INPUT_NORMS`, else ValueError naming the choices."""
+    if input_norm not in INPUT_NORMS:
+        raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+    return input_norm
 
 _BUILDERS = {
     18: (torchvision.models.resnet18, "ResNet18_Weights"),
@@ -116,6 +133,7 @@ class ResnetEncoder(nn.Module):
         num_layers: 18, 34, 50, 101 or 152.
         pretrained: ``"none"``, ``"imagenet"`` or the path of a local ResNet state_dict.
         num_input_images: frames stacked along channels (input has ``3 * num_input_images``).
+        input_norm: ``"imagenet"`` (default), ``"monodepth2"`` or ``"none"`` (see :data:`INPUT_NORMS`).
 
     Attributes:
         num_ch_enc: channels of the five levels, e.g. ``[64, 256, 512, 1024, 2048]`` for ResNet50.
@@ -130,7 +148,8 @@ class ResnetEncoder(nn.Module):
         [64, 64, 128, 256, 512]
     """
 
-    def __init__(self, num_layers: int = 50, pretrained: str = "none", num_input_images: int = 1):
+    def __init__(self, num_layers: int = 50, pretrained: str = "none", num_input_images: int = 1,
+                 input_norm: str = "imagenet"):
         super().__init__()
         if num_layers not in RESNET_DEPTHS:
             raise ValueError(f"num_layers must be one of {RESNET_DEPTHS}, got {num_layers!r}")
@@ -141,6 +160,7 @@ class ResnetEncoder(nn.Module):
         self.num_layers = num_layers
         self.pretrained = pretrained
         self.num_input_images = num_input_images
+        self.input_norm = check_input_norm(input_norm)
         self.num_ch_enc = encoder_channels(num_layers)
 
         builder, _ = _BUILDERS[num_layers]
@@ -154,10 +174,12 @@ class ResnetEncoder(nn.Module):
         del net.avgpool
         self.encoder = net
 
-        mean = torch.tensor(IMAGENET_MEAN * num_input_images).view(1, -1, 1, 1)
-        std = torch.tensor(IMAGENET_STD * num_input_images).view(1, -1, 1, 1)
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        stats = INPUT_NORMS[input_norm]
+        mean, std = stats if stats is not None else ((0.0,) * 3, (1.0,) * 3)
+        self.register_buffer("mean", torch.tensor(mean * num_input_images).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(std * num_input_images).view(1, -1, 1, 1),
+                             persistent=False)
 
         if pretrained == "imagenet":
             self.load_resnet_weights(imagenet_state_dict(num_layers), source="imagenet")
@@ -167,7 +189,7 @@ class ResnetEncoder(nn.Module):
     def config(self) -> dict:
         """Constructor arguments (to rebuild the module for a checkpoint)."""
         return {"num_layers": self.num_layers, "pretrained": self.pretrained,
-                "num_input_images": self.num_input_images}
+                "num_input_images": self.num_input_images, "input_norm": self.input_norm}
 
     @torch.no_grad()
     def load_resnet_weights(self, state_dict: Dict[str, torch.Tensor], source: str = "state_dict") -> None:
@@ -219,7 +241,7 @@ class ResnetEncoder(nn.Module):
             raise ValueError(f"image must be (B, {channels}, H, W), got {shape}")
         if max_level not in range(5):
             raise ValueError(f"max_level must be in 0..4, got {max_level!r}")
-        x = (image - self.mean) / self.std
+        x = image if self.input_norm == "none" else (image - self.mean) / self.std
         net = self.encoder
         feats = [net.relu(net.bn1(net.conv1(x)))]  # (B, 64, H/2, W/2)
         layers = (net.layer1, net.layer2, net.layer3, net.layer4)

@@ -164,7 +164,8 @@ def test_depth_net_shapes(size):
 def test_depth_net_default_resnet50_and_num_scales():
     net = DepthNet(num_scales=2)
     assert net.encoder.num_layers == 50 and net.config() == {
-        "num_layers": 50, "pretrained": "none", "num_scales": 2}
+        "num_layers": 50, "pretrained": "none", "num_scales": 2, "input_norm": "imagenet",
+        "decoder": "monodepth2"}
     assert len(net(torch.rand(1, 3, 64, 64))) == 2
 
 
