@@ -28,6 +28,7 @@ setup(
     extras_require={
         "test": ["pytest>=7"],
         "bench": ["SimpleITK"],
+        "export": ["onnx", "onnxruntime", "onnxscript"],  # fmdepth export --format onnx
     },
     entry_points={"console_scripts": ["fmdepth=fmdepth.cli:main"]},
 )
