@@ -213,7 +213,7 @@ class RegistrationConfig:
     """
 
     method: str = "deformable"  # affine | deformable | translation (NeMAR)
-    similarity: str = "mi"  # mse | ncc | mi | ngf | feature (affine / deformable)
+    similarity: str = "mi"  # mse | ncc | mi | ngf | mind | feature (affine / deformable)
     diffeomorphic: bool = False  # deformable: predict a stationary velocity, integrate by scaling and squaring
     integration_steps: int = 7  # scaling-and-squaring steps
     unet_depth: int = 4  # U-Net down-sampling levels
@@ -250,8 +250,8 @@ class RegistrationConfig:
     def validate(self, prefix: str) -> None:
         _check(self.method in ("affine", "deformable", "translation"), f"{prefix}.method",
                "must be affine, deformable or translation")
-        _check(self.similarity in ("mse", "ncc", "mi", "ngf", "feature"), f"{prefix}.similarity",
-               f"must be mse, ncc, mi, ngf or feature, got '{self.similarity}'")
+        _check(self.similarity in ("mse", "ncc", "mi", "ngf", "mind", "feature"), f"{prefix}.similarity",
+               f"must be mse, ncc, mi, ngf, mind or feature, got '{self.similarity}'")
         _check(1 <= self.integration_steps <= 20, f"{prefix}.integration_steps", "must be in [1, 20]")
         _check(1 <= self.unet_depth <= 7, f"{prefix}.unet_depth", "must be in [1, 7]")
         for k in ("unet_width", "affine_width", "translator_width", "discriminator_width", "mi_bins",

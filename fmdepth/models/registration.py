@@ -242,14 +242,15 @@ def default_lr(method: str, similarity: str) -> float:
     """Adam learning rate :func:`register_pair` uses when ``lr`` is None.
 
     Affine: 0.01 (normalised units). Dense fields (control points in pixels): 0.2 px, except NGF
-    (0.5 px: its edge-only signal needs the larger steps to leave the identity's basin) and the
-    translation method (0.5 px). Measured with ``bench/registration.py`` (256x256 pairs, 8 px RMS):
-    MI at 0.5 px is noisy (3.1 px landmark error) where 0.2 px reaches 0.2-0.3 px; NGF at 0.2 px
-    stalls on some pairs (1.5 px) where 0.5 px reaches 0.6 px.
+    and MIND (0.5 px: their local-structure signal needs the larger steps to leave the identity's
+    basin) and the translation method (0.5 px). Measured with ``bench/registration.py`` (256x256
+    pairs, 8 px RMS): MI at 0.5 px is noisy (3.1 px landmark error) where 0.2 px reaches 0.2-0.3 px;
+    NGF at 0.2 px stalls on some pairs (1.5 px) where 0.5 px reaches 0.6 px; MIND on the 9 tuning
+    cross-modality pairs (``--cross-modality tuning``): 2.08 px mean at 0.2 px, 1.89 at 0.5, 1.86 at 1.0.
     """
     if method == "affine":
         return 0.01
-    if method == "translation" or similarity == "ngf":
+    if method == "translation" or similarity in ("ngf", "mind"):
         return 0.5
     return 0.2
 
@@ -470,7 +471,7 @@ def solve_pair(fixed, moving, method: str = "deformable", similarity: str = DEFA
         iterations: per level, coarse to fine (a single int applies to every level).
         optimizer: ``adam`` (cosine-decayed learning rate) or ``lbfgs``.
         lr: Adam learning rate (None: :func:`default_lr` -- 0.01 for affine, 0.2 px for dense
-            fields, 0.5 px for NGF fields and the translation method).
+            fields, 0.5 px for NGF and MIND fields and the translation method).
         smoothness: weight of :func:`fmdepth.losses.flow_smoothness` (deformable). The default 0.5
             suits smooth deformations (control grid spacing 16 px): on the benchmark pairs it
             halves the landmark error of 0.05 for both MI and NGF.

@@ -36,6 +36,7 @@ def test_default_learning_rates():
     assert default_lr("affine", "mi") == 0.01
     assert default_lr("deformable", "mi") == 0.2 and default_lr("deformable", "ncc") == 0.2
     assert default_lr("deformable", "ngf") == 0.5 and default_lr("translation", "mse") == 0.5
+    assert default_lr("deformable", "mind") == 0.5
     assert DEFAULT_ITERATIONS["deformable"] == (120, 80, 40)
 
 
