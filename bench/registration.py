@@ -298,22 +298,25 @@ def run_cross_modality(kinds: dict, seeds, size: int, rms: float, methods, label
     for kind, plist in pairs.items():
         init = [landmark_errors(p.landmarks_fixed, p.landmarks_moving) for p in plist]
         res = {"initial": {"errors": init, "pair_means": [float(e.mean()) for e in init], "seconds": [0.0],
-                           "kept": []}}
+                           "cpu": [0.0], "kept": []}}
         print(f"\n[{label}] {kind}: {len(plist)} pairs ({', '.join(p.name for p in plist)}), initial "
               f"{np.mean(np.concatenate(init)):.2f} px", flush=True)
         for name, fn in methods:
-            errs, secs, kept = [], [], []
+            errs, secs, cpus, kept = [], [], [], []
             for p in plist:
                 with Timer() as t:
                     flow, k = fn(p)
                 errs.append(landmark_errors(p.landmarks_fixed, p.landmarks_moving, flow))
                 secs.append(t.wall)
+                cpus.append(t.cpu)
                 kept.append(k)
-            res[name] = {"errors": errs, "pair_means": [float(e.mean()) for e in errs], "seconds": secs, "kept": kept}
+            res[name] = {"errors": errs, "pair_means": [float(e.mean()) for e in errs], "seconds": secs, "cpu": cpus,
+                         "kept": kept}
             allv = np.concatenate(errs)
             worse = sum(a > b for a, b in zip(res[name]["pair_means"], res["initial"]["pair_means"]))
             print(f"  {name:34s} mean {allv.mean():6.2f}  median {np.median(allv):6.2f}  max {allv.max():6.2f}  "
-                  f"pairs worse than initial {worse}/{len(plist)}  {np.mean(secs):5.2f} s/pair"
+                  f"pairs worse than initial {worse}/{len(plist)}  {np.mean(secs):5.2f} s/pair "
+                  f"({np.mean(cpus):5.2f} CPU s)"
                   + (f"  kept {','.join(str(x) for x in kept)}" if any(kept) else ""), flush=True)
         results[kind] = res
     return results
@@ -330,15 +333,15 @@ def print_cross_modality_tables(results: dict, label: str) -> None:
             allv = np.concatenate(res[n]["errors"])
             cells.append(f"{allv.mean():.2f}")
         print(f"| {kind} | " + " | ".join(cells) + " |")
-    print(f"\n### {label}: median / max landmark error (px), pairs ending worse than initial, s/pair\n")
-    print("| pair kind | method | median | max | worse / pairs | s/pair |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n### {label}: median / max landmark error (px), pairs ending worse than initial, wall and CPU s/pair\n")
+    print("| pair kind | method | mean | median | max | worse / pairs | s/pair | CPU s/pair |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind, res in results.items():
         for n in names:
             allv = np.concatenate(res[n]["errors"])
             worse = sum(a > b for a, b in zip(res[n]["pair_means"], res["initial"]["pair_means"]))
-            print(f"| {kind} | {n} | {np.median(allv):.2f} | {allv.max():.2f} | {worse}/{len(res[n]['pair_means'])} "
-                  f"| {np.mean(res[n]['seconds']):.2f} |")
+            print(f"| {kind} | {n} | {allv.mean():.2f} | {np.median(allv):.2f} | {allv.max():.2f} | "
+                  f"{worse}/{len(res[n]['pair_means'])} | {np.mean(res[n]['seconds']):.2f} | {np.mean(res[n]['cpu']):.2f} |")
 
 
 def main_cross_modality(args, have_sitk: bool) -> int:
@@ -369,7 +372,7 @@ def main_cross_modality(args, have_sitk: bool) -> int:
         import json
 
         def plain(r):
-            return {k: {n: {"pair_means": v["pair_means"], "seconds": v["seconds"], "kept": v["kept"],
+            return {k: {n: {"pair_means": v["pair_means"], "seconds": v["seconds"], "cpu": v["cpu"], "kept": v["kept"],
                             "mean": float(np.concatenate(v["errors"]).mean()),
                             "median": float(np.median(np.concatenate(v["errors"]))),
                             "max": float(np.concatenate(v["errors"]).max())} for n, v in res.items()}

@@ -138,7 +138,9 @@ class _Registrar:
         f = torch.from_numpy(fixed)[None].to(self.device)
         m = torch.from_numpy(moving)[None].to(self.device)
         if self.system is not None:
-            res = self.system.register(f, m)
+            from fmdepth.models.registration import keep_if_better
+
+            res = keep_if_better(f, m, self.system.register(f, m), self.args.similarity)
         else:
             # the affine start (per-pair stage or best buddies) and the result are both checked against
             # the identity inside register_pair (result.kept / scores / notes)

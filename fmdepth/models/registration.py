@@ -353,6 +353,29 @@ def _prefer(scores: Dict[str, Dict[str, float]], current: str, candidate: str, n
     return False, f"{candidate} is not better than {current} ({why}; lower = better)"
 
 
+def keep_if_better(fixed: torch.Tensor, moving: torch.Tensor, result: RegistrationResult,
+                   similarity: str = DEFAULT_SIMILARITY, check_similarity: Optional[str] = None) -> RegistrationResult:
+    """Return ``result`` if its flow beats the identity on ``similarity`` and the check, else the identity.
+
+    For results that did not come from :func:`register_pair` (e.g. a learned system's
+    ``register``). fixed, moving: (1, C, H, W); ``result.kept``, ``scores`` and ``notes`` are set.
+    """
+    check = check_similarity or check_similarity_for(similarity)
+    _check_images(to_gray(fixed), to_gray(moving))
+    flows = {"identity": torch.zeros_like(result.flow), "final": result.flow}
+    scores = score_flows(fixed, moving, flows, (similarity, check))
+    ok, why = _prefer(scores, "identity", "final", (similarity, check))
+    result.scores, result.notes = scores, [why]
+    if ok:
+        result.kept = "final"
+        return result
+    with torch.no_grad():
+        warped, _ = flow_warp(moving.to(result.flow), flows["identity"])
+    result.notes.append(f"returning the identity: the result was not better on both {similarity} and {check}")
+    return RegistrationResult(flow=flows["identity"], warped=warped, seconds=result.seconds, kept="identity",
+                              scores=scores, notes=result.notes)
+
+
 def register_pair(fixed, moving, method: str = "deformable", similarity: str = DEFAULT_SIMILARITY, *,
                   init: str = "identity", init_affine=None, keep_best: bool = True,
                   check_similarity: Optional[str] = None, progress: bool = False, device=None,

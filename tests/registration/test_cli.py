@@ -36,6 +36,24 @@ def test_register_writes_all_outputs(pair_dir, tmp_path, capsys):
     assert "landmark error before" in text and "landmark error after" in text
     res = json.loads((out / "result.json").read_text())
     assert res["landmarks_after"]["lre_mean"] < res["landmarks_before"]["lre_mean"]
+    assert res["kept"] == "final" and set(res["scores"]) == {"identity", "final"}
+    assert set(res["scores"]["final"]) == {"ngf", "mind"} and res["selection"]
+    assert "kept: final" in text
+
+
+def test_register_default_mind_init_affine_and_constant_image(pair_dir, tmp_path, capsys):
+    root, p = pair_dir
+    out = tmp_path / "aff"
+    assert main(_args(root, out, "--init", "affine", "--levels", "2", "--iterations", "30,20")) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["similarity"] == "mind" and res["init"] == "affine" and res["kept"] in ("identity", "affine", "final")
+    assert "affine" in res["scores"] or any("affine dropped" in n for n in res["selection"])
+    flat = tmp_path / "flat.png"
+    save_image(str(flat), np.full((1, 64, 64), 0.5, np.float32))
+    capsys.readouterr()
+    assert main(["register", "--fixed", str(flat), "--moving", str(root / "moving" / "p0.png"),
+                 "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "fixed image: is constant" in capsys.readouterr().err
 
 
 def test_register_resamples_moving_of_other_size(pair_dir, tmp_path, capsys):

@@ -152,3 +152,17 @@ def test_undefined_similarity_is_a_clear_error():
         register_pair(img, img, similarity="ngf", check_similarity="ngf")
     with pytest.raises(ValueError, match="init"):
         register_pair(img, img, init="nbb")
+
+
+def test_keep_if_better_guards_other_results():
+    from fmdepth.models.registration import RegistrationResult, keep_if_better
+
+    p = make_pair((64, 64), modality="edges", image="astronaut", rms=3.0, seed=2, num_landmarks=10)
+    f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
+    true = torch.from_numpy(p.flow)[None]
+    good = keep_if_better(f, m, RegistrationResult(flow=true, warped=m))
+    assert good.kept == "final" and torch.equal(good.flow, true)
+    wrong = -true  # the displacement in the opposite direction
+    bad = keep_if_better(f, m, RegistrationResult(flow=wrong, warped=m))
+    assert bad.kept == "identity" and torch.count_nonzero(bad.flow) == 0
+    assert "not better" in bad.notes[0] and "returning the identity" in bad.notes[-1]
