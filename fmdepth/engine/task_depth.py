@@ -132,15 +132,22 @@ def init_from_checkpoint(system, cfg) -> list:
         raise ValueError(f"model.init_checkpoint: {path} is a '{old.get('task')}' checkpoint, "
                          f"not a depth one")
     nets = system.trainable_models()
+    differ = {}
+    for name in nets:
+        if name in ckpt["models"]:
+            for key, default in _INIT_KEYS[name]:
+                theirs, ours = old["model"].get(key, default), getattr(cfg.model, key)
+                if theirs != ours:
+                    differ[key] = (theirs, ours)
+    if differ:
+        keys = ", ".join(f"'model.{k}'" for k in differ)
+        detail = "; ".join(f"{k}: {path} has {t!r}, this run {o!r}" for k, (t, o) in differ.items())
+        fix = " ".join(f"--set model.{k}={t}" for k, (t, _) in differ.items())
+        raise ValueError(f"config key{'s' if len(differ) > 1 else ''} {keys}: {detail} (add {fix})")
     loaded = []
     for name, net in nets.items():
         if name not in ckpt["models"]:
             continue
-        for key, default in _INIT_KEYS[name]:
-            theirs, ours = old["model"].get(key, default), getattr(cfg.model, key)
-            if theirs != ours:
-                raise ValueError(f"config key 'model.{key}': {path} has {theirs!r}, this run "
-                                 f"{ours!r} (add --set model.{key}={theirs})")
         try:
             result = net.load_state_dict(ckpt["models"][name], strict=False)
         except RuntimeError as exc:  # a tensor of another shape
