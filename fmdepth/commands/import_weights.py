@@ -73,7 +73,7 @@ def run(args) -> int:
           f"{cfg['model']['input_norm']}, depth {cfg['model']['min_depth']:g}..{cfg['model']['max_depth']:g}, "
           f"pose scale {cfg['model']['pose_scale']:g}, decoder {cfg['model']['depth_decoder']}")
     for item in report.dropped:
-        print(f"  left out (unused by the source): {item}")
+        print(f"  left out: {item}")
     for note in report.notes:
         print(f"  note: {note}")
     print(f"wrote {args.out}")

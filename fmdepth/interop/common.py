@@ -110,7 +110,8 @@ def resnet_layers(state: Mapping[str, torch.Tensor], prefix: str, path: str) -> 
 
 def map_state(source: Mapping[str, torch.Tensor], net: nn.Module, rename: Rename, label: str,
               transforms: Optional[Transforms] = None,
-              unused: Iterable[Tuple[str, str]] = ()) -> Tuple[Dict[str, torch.Tensor], List[str], List[str]]:
+              unused: Iterable[Tuple[str, str]] = (),
+              misshaped: Optional[set] = None) -> Tuple[Dict[str, torch.Tensor], List[str], List[str]]:
     """Map ``source`` onto ``net``'s state_dict names.
 
     Args:
@@ -121,6 +122,8 @@ def map_state(source: Mapping[str, torch.Tensor], net: nn.Module, rename: Rename
         label: e.g. ``"encoder.pth"`` for messages.
         transforms: per fmdepth name, a function applied to the source tensor before the check.
         unused: (regex, why) pairs for source tensors the source network never uses.
+        misshaped: a set that receives the fmdepth names whose source tensor had another shape
+            (so that callers merging several files do not report them again as missing).
 
     Returns:
         (state_dict, problems, dropped): problems are messages (unknown names, missing names,
@@ -147,6 +150,8 @@ def map_state(source: Mapping[str, torch.Tensor], net: nn.Module, rename: Rename
         value = transforms[target](tensor) if target in transforms else tensor
         if tuple(value.shape) != tuple(own[target].shape):
             shapes.append(f"{name} {tuple(tensor.shape)} (expected {tuple(own[target].shape)} for {target})")
+            if misshaped is not None:
+                misshaped.add(target)
             continue
         state[target] = value.detach().clone().to(own[target].dtype)
     # BatchNorm's step counter is a buffer without effect on the output; old files lack it.

@@ -81,12 +81,13 @@ def _feature_decoder_rename(name: str) -> Optional[str]:
 def _net(state, prefix_enc, prefix_dec, net, dec_rename, label, report, what):
     enc = {k: v for k, v in state.items() if k.startswith(prefix_enc)}
     dec = {k: v for k, v in state.items() if k.startswith(prefix_dec)}
+    bad = set()
     s1, p1, d1 = map_state(enc, net, lambda k: "encoder." + k[len(prefix_enc):], label,
-                           unused=[(re.escape(prefix_enc) + FC_UNUSED, FC_WHY)])
-    s2, p2, d2 = map_state(dec, net, lambda k: dec_rename(k[len(prefix_dec):]), label)
+                           unused=[(re.escape(prefix_enc) + FC_UNUSED, FC_WHY)], misshaped=bad)
+    s2, p2, d2 = map_state(dec, net, lambda k: dec_rename(k[len(prefix_dec):]), label, misshaped=bad)
     problems = [q for q in p1 + p2 if "missing" not in q]
     merged = {**s1, **s2}
-    lacking = [k for k in net.state_dict() if k not in merged]
+    lacking = [k for k in net.state_dict() if k not in merged and k not in bad]
     if lacking:
         problems.append(f"{len(lacking)} tensor(s) of {what} not in the file: {', '.join(lacking[:4])}")
     raise_problems(problems, label, what)

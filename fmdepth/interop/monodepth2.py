@@ -99,17 +99,18 @@ def import_monodepth2(folder: str, height: Optional[int] = None,
                                  f"decoder.0 ... decoder.13; disparity convs found: {heads or 'none'})")
 
     depth = DepthNet(depth_layers, "none", num_scales, input_norm="monodepth2")
-    problems = []
-    state_e, p, d = map_state(enc, depth, lambda k: "encoder." + k, "encoder.pth", unused=[(r"encoder\." + FC_UNUSED[0], FC_UNUSED[1])])
+    problems, bad = [], set()
+    state_e, p, d = map_state(enc, depth, lambda k: "encoder." + k, "encoder.pth",
+                              unused=[(r"encoder\." + FC_UNUSED[0], FC_UNUSED[1])], misshaped=bad)
     problems += p
     report.dropped += d
-    state_d, p, d = map_state(dec, depth, _depth_rename(num_scales), "depth.pth")
+    state_d, p, d = map_state(dec, depth, _depth_rename(num_scales), "depth.pth", misshaped=bad)
     problems += p
     report.dropped += d
     # each file covers half of the network: a name missing from one is the other's
     problems = [q for q in problems if "missing" not in q]
     state = {**state_e, **state_d}
-    lacking = [k for k in depth.state_dict() if k not in state]
+    lacking = [k for k in depth.state_dict() if k not in state and k not in bad]
     if lacking:
         problems.append(f"{len(lacking)} DepthNet tensor(s) not in encoder.pth/depth.pth: {', '.join(lacking[:4])}")
     raise_problems(problems, folder, f"Monodepth2's ResNet{depth_layers} depth network")
@@ -128,16 +129,17 @@ def import_monodepth2(folder: str, height: Optional[int] = None,
             raise ImportWeightsError(f"{paths['pose']}: net.3 predicts {last.shape[0]} values, expected 6 "
                                      f"or 12 (one or two 6-DoF poses)")
         first6 = {"decoder.net.6.weight": lambda t: t[:6], "decoder.net.6.bias": lambda t: t[:6]}
+        bad = set()
         state_pe, p1, d1 = map_state(penc, pose, lambda k: "encoder." + k, "pose_encoder.pth",
-                                     unused=[(r"encoder\." + FC_UNUSED[0], FC_UNUSED[1])])
+                                     unused=[(r"encoder\." + FC_UNUSED[0], FC_UNUSED[1])], misshaped=bad)
         index = {"0": "0", "1": "2", "2": "4", "3": "6"}
         state_pd, p2, d2 = map_state(
             pdec, pose, lambda k: (f"decoder.net.{index[m.group(1)]}.{m.group(2)}"
                                    if (m := re.match(r"^net\.([0-3])\.(weight|bias)$", k)) else None),
-            "pose.pth", transforms=first6)
+            "pose.pth", transforms=first6, misshaped=bad)
         problems = [q for q in p1 + p2 if "missing" not in q]
         pstate = {**state_pe, **state_pd}
-        lacking = [k for k in pose.state_dict() if k not in pstate]
+        lacking = [k for k in pose.state_dict() if k not in pstate and k not in bad]
         if lacking:
             problems.append(f"{len(lacking)} PoseNet tensor(s) not in pose_encoder.pth/pose.pth: "
                             f"{', '.join(lacking[:4])}")
