@@ -280,8 +280,8 @@ def cross_modality_methods(have_sitk: bool, have_ants: bool, similarities):
             return r.flow[0].numpy(), r.kept
         return run
 
-    rows = [(f"fmdepth default ({DEFAULT_SIMILARITY})", fm(DEFAULT_SIMILARITY)),
-            (f"fmdepth {DEFAULT_SIMILARITY} --init affine", fm(DEFAULT_SIMILARITY, init="affine"))]
+    rows = [(f"fmdepth default ({DEFAULT_SIMILARITY}, init affine)", fm(DEFAULT_SIMILARITY)),
+            (f"fmdepth {DEFAULT_SIMILARITY} --init identity", fm(DEFAULT_SIMILARITY, init="identity"))]
     rows += [(f"fmdepth --similarity {s}", fm(s)) for s in similarities if s != DEFAULT_SIMILARITY]
     if have_sitk:
         rows.append(("SimpleITK B-spline Mattes MI", lambda p: (sitk_bspline(p.fixed, p.moving), None)))

@@ -25,7 +25,7 @@ def test_deformable_ngf_reduces_landmark_error():
     # 96x96 pair, smooth deformation of 3 px RMS, moving = non-monotonic remap of the photo
     p = make_pair((96, 96), modality="remap", image="camera", rms=3.0, seed=0)
     before = landmark_error(p.landmarks_fixed, p.landmarks_moving)["lre_mean"]
-    r = register_pair(p.fixed, p.moving, "deformable", "ngf", iterations=(60, 40, 30))
+    r = register_pair(p.fixed, p.moving, "deformable", "ngf", iterations=(60, 40, 30), init="identity")
     after = landmark_error(p.landmarks_fixed, p.landmarks_moving, r.flow[0])
     assert before > 2.0
     assert after["lre_mean"] < 0.6, f"{before:.2f} -> {after}"
@@ -65,7 +65,7 @@ def test_diffeomorphic_and_translation_run():
     p = make_pair((48, 48), modality="same", image="camera", rms=2.0, seed=5, num_landmarks=10)
     r = register_pair(p.fixed, p.moving, "deformable", "ncc", levels=2, iterations=(10, 5), diffeomorphic=True)
     assert torch.isfinite(r.flow).all() and folding_fraction(r.flow) == 0.0
-    t = register_pair(p.fixed, p.moving, "translation", levels=1, iterations=2, keep_best=False)
+    t = register_pair(p.fixed, p.moving, "translation", levels=1, iterations=2, keep_best=False, init="identity")
     assert t.kept == "final" and set(t.scores) == {"identity", "final"}
     assert t.translated.shape == (1, 1, 48, 48) and torch.isfinite(t.flow).all()
 
@@ -105,9 +105,10 @@ def test_default_is_mind_and_reduces_error_on_a_remap_pair():
     r = register_pair(p.fixed, p.moving, iterations=(60, 40, 30))
     after = landmark_error(p.landmarks_fixed, p.landmarks_moving, r.flow[0])["lre_mean"]
     assert before > 2.0 and after < 0.35 * before, f"{before:.2f} -> {after:.2f}"
-    assert r.kept == "final" and set(r.scores["final"]) == {"mind", "ngf"}
+    assert r.kept == "final" and set(r.scores) == {"identity", "affine", "final"}  # init="affine" by default
+    assert set(r.scores["final"]) == {"mind", "ngf"}
     assert all(r.scores["final"][n] < r.scores["identity"][n] for n in ("mind", "ngf"))
-    assert any("final improves on identity" in n for n in r.notes)
+    assert any("final improves on" in n for n in r.notes)
 
 
 def test_a_wrong_initial_affine_is_dropped_and_identity_kept():
