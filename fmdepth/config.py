@@ -121,6 +121,7 @@ class LossConfig:
     ssim_weight: float = 0.85  # photometric error = ssim_weight*(1-SSIM)/2 + (1-ssim_weight)*L1
     automask: bool = True  # Monodepth2 auto-masking of pixels that the un-warped source explains better
     min_reprojection: bool = True  # per-pixel minimum over source frames (False = mean over sources)
+    disp_norm: bool = True  # smoothness on disparity / its mean (Monodepth2); FeatDepth's stereo configs turn it off
     scales: List[int] = field(default_factory=lambda: [0, 1, 2, 3])  # disparity scales the losses use
     feature_levels: List[int] = field(default_factory=lambda: [0])  # FeatureNet encoder levels compared by the feature-metric loss
     featurenet_reconstruction: float = 1.0  # FeatureNet: image reconstruction (SSIM+L1 over scales)

@@ -218,6 +218,8 @@ def _kitti_sets(cfg, cls):
         common, frame_ids=tuple(d.frame_ids), is_train=True, stereo=d.stereo, load_gt=False,
         flip_prob=d.flip_prob, jitter_prob=d.jitter_prob))
     train_set = cls(d.path, train_file, **train_kwargs)
+    if train_set.stereo:
+        check_stereo_depth_range(cfg, train_set)
     val_set = None
     if os.path.isfile(val_file) and os.path.getsize(val_file) > 0:
         if cls is not KittiOdometryDataset or _odometry_has_gt(d.path, val_file):
@@ -228,6 +230,73 @@ def _kitti_sets(cfg, cls):
             print(f"validation: {val_file} has no ground truth under {d.path} (no velodyne scans); "
                   "training without depth validation")
     return train_set, val_set
+
+
+#: largest stereo disparity of the untrained network, in image widths, that still trains
+STEREO_START_MAX = 0.5
+#: above this (and from random initialisation) CPU-sized runs were seen to collapse
+STEREO_START_WARN = 0.25
+
+
+def stereo_start_disparity(fx_over_width: float, baseline: float, min_depth: float, max_depth: float) -> float:
+    """Stereo disparity, in image widths, of the untrained network (sigmoid 0.5 everywhere).
+
+    ``disp_to_depth(0.5)`` is ``z0 = 2 / (1/min_depth + 1/max_depth)`` (about twice
+    ``min_depth``) and the stereo source then sits ``fx * baseline / z0`` pixels away. The
+    stereo pose is metric (``baseline`` in metres, from the calibration), so ``min_depth`` /
+    ``max_depth`` are metres too.
+    """
+    z0 = 2.0 / (1.0 / min_depth + 1.0 / max_depth)
+    return fx_over_width * abs(baseline) / z0
+
+
+def check_stereo_depth_range(cfg, dataset) -> float:
+    """Refuse a depth range that puts the stereo source outside the image at the start.
+
+    With Monodepth2's ``min_depth`` 0.1 and a metric 0.54 m KITTI baseline the untrained
+    network's depth (~0.2 m) puts the stereo source 1.6 image widths away: the border-padded
+    warp has no gradient there, the depth collapses onto ``min_depth`` and never recovers
+    (with temporal frames too, PoseNet's tiny initial translation then sets the scale: the
+    depth came out ~60x too small). Monodepth2/FeatDepth avoid it by their stereo baseline of
+    0.1 units: their range [0.1, 100] units is [0.54, 540] m here, their x5.4 evaluation
+    factor is 1 here. Returns the start disparity (image widths).
+
+    Raises:
+        ValueError: no stereo baseline in the calibration, or a start disparity above
+            :data:`STEREO_START_MAX` (the message names ``model.min_depth`` and a value).
+    """
+    import math
+    import warnings
+
+    folder, frame, side = dataset.entries[0]
+    calib = dataset.calibration(folder)
+    cam = dataset.SIDES[side]
+    if not abs(calib.baseline) > 0:
+        raise ValueError(f"{calib.source}: stereo baseline is {calib.baseline:g}; data.stereo needs a "
+                         "rectified second camera (P_rect_03 / P3 with a baseline)")
+    size = calib.size.get(cam)
+    if size is None:
+        from PIL import Image
+
+        with Image.open(dataset.image_path(folder, frame, side)) as img:
+            size = (img.height, img.width)
+    fx_w = float(calib.K[cam][0, 0]) / size[1]
+    m, M = cfg.model.min_depth, cfg.model.max_depth
+    start = stereo_start_disparity(fx_w, calib.baseline, m, M)
+    need = 1.0 / (2.0 * STEREO_START_MAX / (fx_w * abs(calib.baseline)) - 1.0 / M)  # start = STEREO_START_MAX
+    if start > STEREO_START_MAX:
+        raise ValueError(
+            f"config key 'model.min_depth': with the stereo frame (baseline {abs(calib.baseline):.3f} m, "
+            f"fx = {fx_w:.2f} x width) the untrained depth ({2 / (1 / m + 1 / M):.2f} m) puts the stereo "
+            f"source {start:.2f} image widths away, where the loss has no gradient and depth collapses onto "
+            f"min_depth; depths are metric with a stereo frame: set model.min_depth >= {math.ceil(need * 100) / 100:.2f} "
+            f"(Monodepth2/FeatDepth's 0.1..100 in units of their 0.1 baseline is "
+            f"{abs(calib.baseline):.2f}..{1000 * abs(calib.baseline):g} m here)")
+    if start > STEREO_START_WARN and cfg.model.pretrained == "none":
+        warnings.warn(f"stereo frame: the untrained depth puts the stereo source {start:.2f} image widths "
+                      f"away; from random initialisation CPU-sized runs collapsed above {STEREO_START_WARN} "
+                      f"(raise model.min_depth)", stacklevel=2)
+    return start
 
 
 def _folder_sets(cfg):

@@ -308,9 +308,11 @@ class DepthSystem(nn.Module):
             photo_total = photo_total + per_pixel.mean()
             image_s = batch.frames[0][s]  # (B, 3, H/2^s, W/2^s)
             if cfg.smoothness > 0:
-                smooth1_total = smooth1_total + edge_aware_smoothness(disp, image_s, order=1) / 2 ** s
+                smooth1_total = smooth1_total + edge_aware_smoothness(
+                    disp, image_s, order=1, normalize=cfg.disp_norm) / 2 ** s
             if cfg.smoothness2 > 0:
-                smooth2_total = smooth2_total + edge_aware_smoothness(disp, image_s, order=2) / 2 ** s
+                smooth2_total = smooth2_total + edge_aware_smoothness(
+                    disp, image_s, order=2, normalize=cfg.disp_norm) / 2 ** s
             if want_images and s == cfg.scales[0]:
                 images["warped_source"] = warped_list[0][0].detach().clamp(0, 1)
         n = len(cfg.scales)

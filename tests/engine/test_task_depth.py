@@ -257,3 +257,44 @@ def test_folder_bad_input_one_line(odom_root, tmp_path):
     with pytest.raises(ValueError, match=r"seq: no intrinsics file .* \(data.fov_deg is 0\)"):
         FrameSource(str(seq), fov_deg=0, progress=False)
     assert np.array_equal(np.asarray(Image.open(seq / "0.png")), frames[0])  # nothing overwritten
+
+
+def test_stereo_depth_range_is_checked_against_the_metric_baseline(odom_root, tmp_path):
+    import shutil
+
+    from fmdepth.engine.task_depth import build, stereo_start_disparity
+
+    # KITTI: fx = 0.58 W, baseline 0.54 m; Monodepth2's range 0.1..100 in metres vs its metric equivalent
+    assert stereo_start_disparity(0.58, 0.54, 0.1, 100.0) == pytest.approx(1.5676, abs=1e-4)
+    assert stereo_start_disparity(0.58, 0.54, 0.54, 540.0) == pytest.approx(0.2903, abs=1e-4)
+    cfg = _tiny_cfg(odom_root, "synthetic", "splits", frame_ids=[0], stereo=True)
+    cfg.model.min_depth = 0.1
+    with pytest.raises(ValueError, match=r"model.min_depth.*1\.57 image widths away.*min_depth >= 0\.32 .*0\.54\.\.540 m here"):
+        build(cfg)
+    cfg.model.min_depth = 1.0
+    task = build(cfg)
+    sample = task.train_set[0]
+    assert abs(float(sample.stereo_T[0, 3])) == pytest.approx(0.54, abs=1e-6)  # metres, from calib
+    # a stereo request on data without a second camera: one line naming the missing file
+    root = tmp_path / "mono_only"
+    shutil.copytree(odom_root, root, ignore=shutil.ignore_patterns("image_03", "sequences", "gt"))
+    cfg = _tiny_cfg(str(root), "synthetic", "splits", frame_ids=[0], stereo=True)
+    with pytest.raises(FileNotFoundError, match=r"image not found: .*image_03.*\(stereo frame 's'\)"):
+        build(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frame_ids", [[0], [0, -1, 1]], ids=["stereo", "mono+stereo"])
+def test_stereo_and_mono_stereo_train_end_to_end(odom_root, tmp_path, frame_ids):
+    from fmdepth.engine.trainer import train
+
+    cfg = _tiny_cfg(odom_root, "synthetic", "splits", frame_ids=frame_ids, stereo=True)
+    cfg.model.min_depth = 1.0
+    cfg.loss.automask = False
+    cfg.loss.disp_norm = False
+    res = train(cfg, str(tmp_path / "run"), progress=False)
+    assert res.step == 2 and "abs_rel" in res.last_val
+    from fmdepth.engine.checkpoint import load_checkpoint
+
+    models = set(load_checkpoint(res.last_checkpoint)["models"])
+    assert models == ({"depth"} if frame_ids == [0] else {"depth", "pose"})
