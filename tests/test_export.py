@@ -99,3 +99,17 @@ def test_export_onnx_missing_packages(ckpt, tmp_path, monkeypatch, capsys):
     assert main(["export", "--checkpoint", ckpt, "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert "pip install -e \".[export]\"" in err and "onnx" in err
+
+
+def test_export_other_architecture(tmp_path, capsys):
+    from fmdepth.config import Config, config_to_dict
+
+    cfg = config_to_dict(Config())
+    cfg["task"] = "registration"
+    path = str(tmp_path / "reg.pt")
+    torch.save({"config": cfg, "models": {"registration": {"w": torch.zeros(1)}}, "optimizer": {},
+                "scheduler": {}, "scaler": None, "step": 0, "epoch": 0, "version": "0.1.0", "rng": {},
+                "best_metric": None}, path)
+    assert main(["export", "--checkpoint", path, "--format", "torchscript", "--out", str(tmp_path / "x.ts")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and path in err[0] and "no 'depth' network" in err[0]
