@@ -143,6 +143,12 @@ def test_evaluate_depth_external_predictions(synth, gt_file, tmp_path):
                  "--protocol", "eigen_benchmark", "--fixed-scale", "0.3333333", "--no-progress"]) == 0
     res = json.loads(out.read_text())
     assert "ratio_median" not in res and res["fixed_scale"] == pytest.approx(1 / 3) and res["abs_rel"] < 0.1
+    # the median ratios are reported but not applied: ~1 once the fixed scale makes the depth metric
+    assert res["ratio_median_not_applied"] == pytest.approx(1.0, rel=0.02)
+    assert main(["evaluate", "depth", "--pred", str(tmp_path / "p.npz"), "--gt", gt_file, "--json", str(out),
+                 "--protocol", "eigen_benchmark", "--fixed-scale", "1", "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert res["ratio_median_not_applied"] == pytest.approx(1 / 3, rel=0.02) and res["abs_rel"] > 0.6
 
 
 def test_evaluate_depth_bad_predictions(synth, gt_file, tmp_path, capsys):

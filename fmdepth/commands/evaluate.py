@@ -13,8 +13,8 @@ DESCRIPTION = """Evaluate a checkpoint (or external predictions) with the commun
 so that the numbers compare with published tables.
 
   depth         KITTI Eigen split: Garg crop, depths capped to [1e-3, 80] m, predictions resized
-                to the ground-truth size, per-image median scaling (or --fixed-scale 5.4 for
-                stereo-trained models), Abs Rel, Sq Rel, RMSE, RMSE log, d<1.25, d<1.25^2,
+                to the ground-truth size, per-image median scaling (or --fixed-scale 1 for
+                fmdepth stereo-trained models, metric), Abs Rel, Sq Rel, RMSE, RMSE log, d<1.25, d<1.25^2,
                 d<1.25^3. eigen_benchmark (improved ground truth) evaluates gt > 0 without crop.
   pose          KITTI odometry: 5-frame snippet ATE (Zhou et al.) and t_err / r_err over
                 100-800 m segments (odometry devkit) after alignment; trajectory plot.
@@ -38,7 +38,10 @@ array 'disps' or the file's first array, (N, h, w) in split order). Ground truth
 
 Median-scaling ratio = median(gt) / median(pred), the factor each prediction is multiplied by;
 its median and std(ratios / median) are printed. --fixed-scale S disables median scaling and
-multiplies by S instead (5.4 for stereo-trained KITTI models).
+multiplies by S instead; the ratios are still printed (not applied: 1 = metric depth). Models
+trained by fmdepth with the stereo frame are metric (the stereo pose is the calibrated baseline
+in metres): --fixed-scale 1. Monodepth2/FeatDepth stereo weights brought in with import-weights
+keep those projects' 0.1-unit baseline: --fixed-scale 5.4.
 
 examples:
   fmdepth evaluate depth --checkpoint runs/fm/checkpoints/best.pt --data /data/kitti_raw --split-file eigen
@@ -76,7 +79,8 @@ def add_depth_arguments(p: argparse.ArgumentParser) -> None:
                    help="mask/crop rules (default auto: eigen_benchmark when the split name/path contains "
                         "'eigen_benchmark', else eigen)")
     p.add_argument("--fixed-scale", type=float, default=None,
-                   help="disable median scaling and multiply predictions by this (5.4 for stereo models)")
+                   help="disable median scaling and multiply predictions by this (1 for fmdepth stereo / "
+                        "mono+stereo models, 5.4 for imported Monodepth2/FeatDepth stereo weights)")
     p.add_argument("--post-process", action="store_true", help="flip post-processing (2 forward passes)")
     p.add_argument("--batch-size", type=int, default=16, help="images per network call (default 16)")
     p.add_argument("--num-workers", type=int, default=2, help="data-loading workers (default 2)")
@@ -249,6 +253,10 @@ def print_depth_report(result, out=None) -> None:
         print(f"   Scaling ratios | med: {result.ratio_median:0.3f} | std: {result.ratio_std:0.3f}", file=out)
     else:
         print(f"   Fixed scale x{result.fixed_scale:g} (median scaling disabled)", file=out)
+        check = getattr(result, "unapplied_ratio", None)
+        if check is not None:
+            print(f"   Median scaling ratios, not applied (1 = metric) | med: {check[0]:0.3f} | std: {check[1]:0.3f}",
+                  file=out)
     print(f"   {len(result.per_image)} images, protocol {result.protocol}\n", file=out)
     print(format_table(result.metrics), file=out)
 
@@ -283,6 +291,10 @@ def run_depth(args) -> int:
         result = evaluate_depth_predictions(gts, preds, protocol=protocol, median_scaling=median_scaling,
                                             fixed_scale=fixed_scale, gt_source=gt_name, pred_source=args.pred,
                                             progress=not args.no_progress)
+        if not median_scaling:
+            check = evaluate_depth_predictions(gts, preds, protocol=protocol, median_scaling=True,
+                                               fixed_scale=fixed_scale, gt_source=gt_name, pred_source=args.pred)
+            result.unapplied_ratio = (check.ratio_median, check.ratio_std)
         source = {"pred": os.path.abspath(args.pred)}
     else:
         if not (args.data and split_path):
@@ -298,6 +310,8 @@ def run_depth(args) -> int:
     if args.json:
         payload = result.summary()
         payload.update(source)
+        if getattr(result, "unapplied_ratio", None) is not None:
+            payload["ratio_median_not_applied"], payload["ratio_std_not_applied"] = result.unapplied_ratio
         if split_path:
             payload["split_file"] = os.path.abspath(split_path)
         payload["post_process"] = bool(args.post_process)
@@ -330,6 +344,9 @@ def _evaluate_checkpoint(args, split_path, entries, protocol, median_scaling, fi
                         collate_fn=collate_depth, pin_memory=predictor.device.type == "cuda")
     evaluator = DepthEvaluator(protocol=protocol, median_scaling=median_scaling, fixed_scale=fixed_scale,
                                source=os.path.basename(args.checkpoint))
+    # with a fixed scale, the median-scaling ratios say how far from metric the depth is (1 = metric)
+    probe = None if median_scaling else DepthEvaluator(protocol=protocol, median_scaling=True,
+                                                       fixed_scale=fixed_scale, source="ratio check")
     print(f"-> {len(dataset)} images from {args.data} at {predictor.width}x{predictor.height} "
           f"(ResNet{predictor.info.depth_layers}, {predictor.device}, batch {args.batch_size}"
           f"{', flip post-processing' if args.post_process else ''})")
@@ -349,6 +366,8 @@ def _evaluate_checkpoint(args, split_path, entries, protocol, median_scaling, fi
             names = [f"{f} {i} {s}" for f, i, s in entries[index:index + n]]
         for b in range(n):  # GT maps of one batch may differ in size: one image at a time
             evaluator.add(gts[index + b], scaled[b], names=[names[b]] if names else None)
+            if probe is not None:
+                probe.add(gts[index + b], scaled[b])
         if args.save_pred:
             preds.extend(scaled)
         index += n
@@ -356,7 +375,11 @@ def _evaluate_checkpoint(args, split_path, entries, protocol, median_scaling, fi
             bar.update(n)
     if bar is not None:
         bar.close()
-    return evaluator.result(), preds
+    result = evaluator.result()
+    if probe is not None:
+        check = probe.result()
+        result.unapplied_ratio = (check.ratio_median, check.ratio_std)
+    return result, preds
 
 
 # ======================================================================================= pose
