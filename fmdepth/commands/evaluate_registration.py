@@ -30,7 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pairs", required=True, help="pair folder (fixed/, moving/, landmarks_*/)")
     parser.add_argument("--checkpoint", help="learned registration checkpoint")
     parser.add_argument("--flows", help="folder of precomputed <name>.npy flows to score instead of registering")
-    parser.add_argument("--method", choices=("affine", "deformable", "translation"), default="deformable")
+    parser.add_argument("--method", choices=("affine", "deformable", "translation"), default="deformable",
+                        help="per-pair method (translation, per-pair NeMAR, is withdrawn: see fmdepth register --help)")
     parser.add_argument("--similarity", choices=("mind", "mi", "ngf", "ncc", "mse", "feature"), default="mind",
                         help="per-pair similarity (default: mind, as fmdepth register)")
     parser.add_argument("--iterations", default=None, help="per-pair iterations per level, e.g. 150,100,60")
@@ -49,13 +50,15 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from fmdepth.commands.register import _parse_iterations
+    from fmdepth.commands.register import TRANSLATION_WITHDRAWN, _parse_iterations
     from fmdepth.data.pairs import PairFolderDataset
     from fmdepth.metrics.registration import RegistrationEvaluator
     from fmdepth.models.registration import load_registration_checkpoint, register_pair
 
     if sum(bool(x) for x in (args.checkpoint, args.flows)) > 1:
         raise ValueError("give at most one of --checkpoint and --flows")
+    if args.method == "translation" and not (args.checkpoint or args.flows):
+        raise ValueError(TRANSLATION_WITHDRAWN)
     iterations = _parse_iterations(args.iterations)
     dataset = PairFolderDataset(args.pairs, channels=1)
     if not os.path.isdir(os.path.join(args.pairs, "landmarks_fixed")):

@@ -54,6 +54,8 @@ def test_register_default_mind_init_affine_and_constant_image(pair_dir, tmp_path
     assert main(["register", "--fixed", str(flat), "--moving", str(root / "moving" / "p0.png"),
                  "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "fixed image: is constant" in capsys.readouterr().err
+    assert main(_args(root, tmp_path / "o", "--method", "translation")) == 2
+    assert "withdrawn" in capsys.readouterr().err
 
 
 def test_register_resamples_moving_of_other_size(pair_dir, tmp_path, capsys):
