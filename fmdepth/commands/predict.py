@@ -15,8 +15,9 @@ disparity, at the input's frame rate (written under a temporary name, renamed wh
 OUT/FOLDER/....
 
 Monocular models give depth only up to an unknown scale: multiply by a known scale (e.g. the
-median ratio to a reference) before reading metres. Stereo-trained KITTI models are metric after
-x5.4.
+median ratio to a reference) before reading metres. Models trained by fmdepth with the stereo
+frame (stereo, mono+stereo) are metric as written; Monodepth2/FeatDepth stereo weights brought in
+with import-weights need x5.4 (their 0.1-unit baseline).
 
 examples:
   fmdepth predict --checkpoint runs/fm/checkpoints/best.pt street.jpg --out depth_out
