@@ -196,6 +196,11 @@ def import_featdepth(path: str, height: Optional[int] = None, width: Optional[in
     if "pose" in report.models:
         report.notes.append("FeatDepth runs its pose network at 192x640 whatever the depth size; fmdepth "
                             f"runs it at the checkpoint's {h}x{w}")
-    if not has_depth:
+    if has_depth:
+        report.notes.append("if trained with the stereo frame (the released KITTI model was, cfg_kitti_fm.py), "
+                            "depth is metric after x36 (FeatDepth's 0.015 stereo baseline): evaluate with "
+                            "--fixed-scale 36; to fine-tune with fmdepth's metric stereo pose set "
+                            "model.min_depth=3.6 model.max_depth=3600 (the same network output in metres)")
+    else:
         report.notes.append("FeatureNet only: use it as model.feature_weights for loss.mode=depth")
     return report
