@@ -39,7 +39,7 @@ is expressed in the original moving pixels. Different channel counts: registered
 
 examples:
   fmdepth register --fixed rgb.png --moving ir.png --out reg_out
-  fmdepth register --fixed rgb.png --moving depth.png --init identity --similarity ngf --out reg_ngf
+  fmdepth register --fixed rgb.png --moving depth.png --init affine --out reg_aff
   fmdepth register --fixed a.png --moving b.png --method affine --similarity ngf --out aff \\
       --landmarks-fixed a.csv --landmarks-moving b.csv
   fmdepth register --fixed a.png --moving b.png --method deformable --init nbb --out reg_nbb
@@ -70,10 +70,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", help="learned registration checkpoint (fast inference)")
     parser.add_argument("--landmarks-fixed", help="CSV of x,y landmarks on the fixed image")
     parser.add_argument("--landmarks-moving", help="CSV of the corresponding x,y landmarks on the moving image")
-    parser.add_argument("--init", choices=("identity", "affine", "nbb"), default="affine",
-                        help="deformable/translation start: a per-pair affine stage (default; dropped when it "
-                             "scores worse than the identity), the identity, or an affine fitted to neural "
-                             "best-buddy matches")
+    parser.add_argument("--init", choices=("identity", "affine", "nbb"), default="identity",
+                        help="deformable start: the identity (default), a per-pair affine stage, or an affine "
+                             "fitted to neural best-buddy matches (an affine start that scores worse than the "
+                             "identity is dropped)")
     parser.add_argument("--iterations", default=None,
                         help="iterations per pyramid level, coarse to fine, e.g. 150,100,60 (or one number)")
     parser.add_argument("--levels", type=int, default=3, help="pyramid levels (default: 3)")

@@ -377,7 +377,7 @@ def keep_if_better(fixed: torch.Tensor, moving: torch.Tensor, result: Registrati
 
 
 def register_pair(fixed, moving, method: str = "deformable", similarity: str = DEFAULT_SIMILARITY, *,
-                  init: str = "affine", init_affine=None, keep_best: bool = True,
+                  init: str = "identity", init_affine=None, keep_best: bool = True,
                   check_similarity: Optional[str] = None, progress: bool = False, device=None,
                   **solver) -> RegistrationResult:
     """Register one pair; never return a transform that scores worse than the identity.
@@ -389,17 +389,18 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
     identity is dropped before the method runs (the method then starts from the identity).
     ``result.kept``, ``result.scores`` and ``result.notes`` say which was kept and why.
 
-    The defaults -- similarity ``mind`` (MIND-SSC) and ``init="affine"`` -- were chosen on the
-    tuning pairs of ``bench/registration.py --cross-modality tuning`` (channel vs remapped channel,
-    photo vs disparity, photo vs edge magnitude; 9 pairs, 256x256): mind was the most accurate
-    similarity on every kind (mean landmark error 0.83 / 3.21 / 1.62 px against ngf 2.74 / 6.81 /
-    3.54 and mi 2.57 / 9.32 / 7.69, from 8.9 / 9.3 / 9.0), and the affine stage lowered it further
-    (0.40 / 2.88 / 1.56) for ~2.3x the time (4.7 instead of 2.0 CPU s per pair at one thread).
+    The default similarity ``mind`` (MIND-SSC) was chosen on the tuning pairs of
+    ``bench/registration.py --cross-modality tuning`` (channel vs remapped channel, photo vs
+    disparity, photo vs edge magnitude; 4 pairs each, 256x256): it was the most accurate similarity
+    on every kind (mean landmark error 0.76 / 3.10 / 1.62 px against ngf 3.89 / 7.91 / 3.06 and mi
+    3.68 / 8.95 / 10.16, from 8.6 / 9.1 / 9.0). The affine stage (``init="affine"``) was better on
+    the disparity kind only (2.85 px) and worse on the other two (0.92 / 2.04 px) for ~2.3x the time,
+    so the default start is the identity.
 
     Args:
         fixed, moving, method, similarity: see :func:`solve_pair`.
-        init: ``affine`` (default; deformable / translation: start from a per-pair affine stage
-            with the same similarity, kept only if it beats the identity) or ``identity``.
+        init: ``identity`` (default) or ``affine`` (deformable / translation: start from a
+            per-pair affine stage with the same similarity, kept only if it beats the identity).
         init_affine: (2, 3) or (3, 3) pixel affine fixed -> moving to start from (e.g. from
             best-buddy matches); checked against the identity like the affine stage.
         keep_best: False returns the final transform unchecked (scores are still reported).

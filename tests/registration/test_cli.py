@@ -36,7 +36,7 @@ def test_register_writes_all_outputs(pair_dir, tmp_path, capsys):
     assert "landmark error before" in text and "landmark error after" in text
     res = json.loads((out / "result.json").read_text())
     assert res["landmarks_after"]["lre_mean"] < res["landmarks_before"]["lre_mean"]
-    assert res["kept"] == "final" and set(res["scores"]) == {"identity", "affine", "final"}
+    assert res["kept"] == "final" and set(res["scores"]) == {"identity", "final"}
     assert set(res["scores"]["final"]) == {"ngf", "mind"} and res["selection"]
     assert "kept: final" in text
 

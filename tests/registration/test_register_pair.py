@@ -105,7 +105,7 @@ def test_default_is_mind_and_reduces_error_on_a_remap_pair():
     r = register_pair(p.fixed, p.moving, iterations=(60, 40, 30))
     after = landmark_error(p.landmarks_fixed, p.landmarks_moving, r.flow[0])["lre_mean"]
     assert before > 2.0 and after < 0.35 * before, f"{before:.2f} -> {after:.2f}"
-    assert r.kept == "final" and set(r.scores) == {"identity", "affine", "final"}  # init="affine" by default
+    assert r.kept == "final" and set(r.scores) == {"identity", "final"}  # init="identity" by default
     assert set(r.scores["final"]) == {"mind", "ngf"}
     assert all(r.scores["final"][n] < r.scores["identity"][n] for n in ("mind", "ngf"))
     assert any("final improves on" in n for n in r.notes)
