@@ -79,7 +79,7 @@ class ModelConfig:
     pretrained: str = "none"  # encoder init of all nets: none | imagenet (torchvision download) | path to a ResNet state_dict
     feature_weights: str = ""  # FeatureNet weights for loss.mode=depth: a stage-1 checkpoint (.pt) or a FeatureNet state_dict
     num_scales: int = 4  # disparity scales the DepthNet outputs (scale 0 = full resolution)
-    pose_scale: float = 0.01  # PoseNet output scaling (0.01 as published; 0.1 trains faster from random init)
+    pose_scale: float = 0.01  # PoseNet output scaling (0.01 as published)
     min_depth: float = 0.1  # disparity -> depth range (disp_to_depth)
     max_depth: float = 100.0
     input_norm: str = "imagenet"  # normalisation inside the depth/pose encoders: imagenet | monodepth2 ((x-0.45)/0.225, imported Monodepth2/FeatDepth weights) | none
@@ -120,6 +120,7 @@ class LossConfig:
     smoothness2: float = 1e-3  # edge-aware disparity smoothness, 2nd order (divided by 2**scale; 0 = off)
     ssim_weight: float = 0.85  # photometric error = ssim_weight*(1-SSIM)/2 + (1-ssim_weight)*L1
     automask: bool = True  # Monodepth2 auto-masking of pixels that the un-warped source explains better
+    automask_warmup: int = 300  # optimizer steps before the auto-mask starts (0 = from the first step); see models/depth.py
     min_reprojection: bool = True  # per-pixel minimum over source frames (False = mean over sources)
     disp_norm: bool = True  # smoothness on disparity / its mean (Monodepth2); FeatDepth's stereo configs turn it off
     scales: List[int] = field(default_factory=lambda: [0, 1, 2, 3])  # disparity scales the losses use
@@ -135,6 +136,7 @@ class LossConfig:
                      "featurenet_reconstruction", "featurenet_discriminative", "featurenet_convergent"):
             _check(getattr(self, name) >= 0, f"{prefix}.{name}", f"weights must be >= 0, got {getattr(self, name)}")
         _check(0.0 <= self.ssim_weight <= 1.0, f"{prefix}.ssim_weight", f"must be in [0, 1], got {self.ssim_weight}")
+        _check(self.automask_warmup >= 0, f"{prefix}.automask_warmup", f"must be >= 0 steps, got {self.automask_warmup}")
         _check(len(self.scales) > 0 and all(0 <= s <= 4 for s in self.scales)
                and len(set(self.scales)) == len(self.scales), f"{prefix}.scales",
                f"must be a non-empty list of distinct scales in 0..4, got {self.scales}")

@@ -17,7 +17,22 @@ frames S (temporal neighbours through PoseNet, and the stereo frame ``'s'`` thro
 
 where each disparity ``d_s`` is upsampled to full resolution before ``disp_to_depth`` and
 warping (Monodepth2), ``pe`` is SSIM+L1 and the auto-mask keeps pixels whose warped error beats
-the un-warped (identity) error. The feature-metric term uses the scale-0 depth resized to the
+the un-warped (identity) error.
+
+Auto-mask warm-up (``loss.automask_warmup``, 300 optimizer steps by default): from random
+initialisation PoseNet's motion is tiny (x0.01 output scale), so every warp is within a fraction
+of a pixel of the identity and ``pe(warped) - pe(identity)`` is, to first order, ``g(p) . t``
+for the current translation ``t``. The mask then keeps exactly the pixels where the *current*
+(random) motion already helps, and the masked gradient reinforces that random direction instead
+of pointing at the true motion (measured: cosine +0.2..+0.8 with the initial translation for
+every random start, -0.55..-0.99 without the mask; ``tests/models/test_automask_warmup.py``).
+Monodepth2's own trainer has the same trap once its sampling is made exact (its ``grid_sample``
+runs with ``align_corners=False`` on current torch while its pixel normalisation assumes
+``True``, a 0.5 px expansion of every warp that happens to favour forward motion; with
+``align_corners=True`` the same trainer ends worse than a constant depth). The loss therefore
+runs without the mask for the first steps, while the motion becomes real, and with it after.
+
+The feature-metric term uses the scale-0 depth resized to the
 feature level's resolution and FeatureNet features computed once per frame, only up to the
 level the loss needs.
 
@@ -233,7 +248,7 @@ class DepthSystem(nn.Module):
         self._check_batch(batch)
         if self.mode == "featurenet":
             return self._featurenet_step(batch, want_images)
-        return self._depth_step(batch, want_images)
+        return self._depth_step(batch, step, want_images)
 
     def _featurenet_step(self, batch, want_images: bool) -> StepOutput:
         image = batch.frames[0][0]
@@ -247,13 +262,13 @@ class DepthSystem(nn.Module):
             images["featurenet_reconstruction"] = recons[0][0].detach().clamp(0, 1)
         return StepOutput(loss=total, scalars=scalars, images=images)
 
-    def _depth_step(self, batch, want_images: bool) -> StepOutput:
+    def _depth_step(self, batch, step: int, want_images: bool) -> StepOutput:
         disps = self.depth_net(batch.net_frames[0])  # list over scales, (B, 1, H/2^s, W/2^s)
         poses = self.predict_poses(batch)
-        return self.compute_losses(batch, disps, poses, want_images)
+        return self.compute_losses(batch, disps, poses, want_images, step=step)
 
     def compute_losses(self, batch, disps: List[torch.Tensor], poses: Dict[FrameId, torch.Tensor],
-                       want_images: bool = False) -> StepOutput:
+                       want_images: bool = False, step: Optional[int] = None) -> StepOutput:
         """The depth objective for given disparities and poses (what ``training_step`` runs
         after the depth and pose networks; callable directly, e.g. with ground-truth depth).
 
@@ -262,6 +277,10 @@ class DepthSystem(nn.Module):
             disps: disparities in [0, 1] per scale, scale s (B, 1, H/2**s, W/2**s), covering
                 ``loss.scales`` (and scale 0 for the feature-metric term).
             poses: ``src_T_tgt`` (B, 4, 4) for every source frame id.
+            want_images: also return TensorBoard images.
+            step: the optimizer step (training); the auto-mask is applied from step
+                ``loss.automask_warmup`` on. ``None`` (evaluation, direct calls) applies it
+                whenever ``loss.automask`` is on.
         """
         cfg = self.loss_cfg
         target = batch.frames[0][0]  # (B, 3, H, W)
@@ -269,8 +288,9 @@ class DepthSystem(nn.Module):
         K, min_d, max_d = batch.K[0], self.model_cfg.min_depth, self.model_cfg.max_depth
         sources = [batch.frames[f][0] for f in self.source_ids]
 
+        use_automask = cfg.automask and (step is None or step >= cfg.automask_warmup)
         identity = None
-        if cfg.automask:
+        if use_automask:
             with torch.no_grad():
                 identity = torch.cat([photometric_error(src, target, cfg.ssim_weight) for src in sources],
                                      dim=1)  # (B, S, H, W)
@@ -300,7 +320,7 @@ class DepthSystem(nn.Module):
                 per_pixel, _ = min_reprojection(reproj)  # (B, 1, H, W)
             else:
                 per_pixel = reproj.mean(dim=1, keepdim=True)
-            if cfg.automask:
+            if use_automask:
                 mask = automask(reproj, identity)  # (B, 1, H, W), no grad
                 per_pixel = per_pixel * mask
                 if mask0 is None:

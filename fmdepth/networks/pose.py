@@ -52,9 +52,7 @@ class PoseNet(nn.Module):
         pretrained: ``"none"``, ``"imagenet"`` or the path of a ResNet state_dict (conv1 is
             repeated over the frames and divided by ``num_frames``).
         num_frames: frames stacked along the channel axis (2 by default).
-        output_scale: factor on the regressed 6-vector (0.01 by default, as published). From
-            random initialisation a larger value (e.g. 0.1) lets the translation reach metric
-            size in a few hundred steps instead of pinning depth at its minimum.
+        output_scale: factor on the regressed 6-vector (0.01 by default, as published).
         input_norm: normalisation inside the encoder: ``"imagenet"`` (default), ``"monodepth2"``
             (``(x - 0.45) / 0.225`` on all channels, for Monodepth2 / FeatDepth weights) or ``"none"``.
 
