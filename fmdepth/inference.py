@@ -7,8 +7,9 @@ disparity range ``model.min_depth .. model.max_depth``.
 
 Monocular depth is known only up to scale: the depth written here is ``1 / scaled_disp`` with
 the checkpoint's depth range, which is *not* metric for a monocular model (the evaluation
-multiplies it by the per-image median ratio); stereo-trained models are metric after x5.4 on
-KITTI.
+multiplies it by the per-image median ratio); models trained by fmdepth with the stereo frame
+are metric as they are (the stereo pose is the calibrated baseline in metres), Monodepth2 /
+FeatDepth stereo weights brought in with ``import-weights`` after x5.4 (their 0.1-unit baseline).
 
 Example:
     >>> predictor = DepthPredictor.from_checkpoint("runs/fm/checkpoints/best.pt")  # doctest: +SKIP
