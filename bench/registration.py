@@ -23,6 +23,17 @@ mean corner error <= 0.5 px; learned <= 0.1 s per pair at <= 2 px. The table giv
 SimpleITK row measured in the same run. Wall time depends on machine load: the CPU-seconds
 column (process CPU time per pair, summed over threads) is printed too.
 
+Cross-modality pair kinds (issue 14; --cross-modality tuning|heldout|both): channel vs a
+non-monotonic remap of another channel, grey photo vs disparity (scikit-image's stereo_motorcycle),
+grey photo vs its edge magnitude, and (held-out only) nilearn's MNI152 T1 vs grey-matter map
+(optional: pip install nilearn, templates ship in the package), 256x256 with ~8 px RMS smooth
+deformation plus up to 4 deg rotation, 4 % scale and 4 px shift, against SimpleITK B-spline Mattes
+MI and ANTs SyN Mattes MI (optional: pip install antspyx); mean / median / max landmark error per
+kind, pairs that end worse than they started, wall and CPU seconds per pair:
+
+    python bench/registration.py --cross-modality tuning --seeds 4 --threads 1
+    python bench/registration.py --cross-modality heldout --seeds 4 --threads 1 --json heldout.json
+
     python bench/registration.py                 # 3 pairs, 180 s of training
     python bench/registration.py --only-learned --train-seconds 900 --threads 1 --save-model m.pt
     python bench/registration.py --only-learned --load-model m.pt --continue-training \
