@@ -370,6 +370,21 @@ def main_cross_modality(args, have_sitk: bool) -> int:
         print("antspyx not installed: the ANTs rows are skipped (pip install antspyx)")
     sims = [s for s in args.similarities.split(",") if s]
     methods = cross_modality_methods(have_sitk, have_ants, sims)
+    if args.load_model:  # the learned deformable model (saved by --only-learned --save-model)
+        from fmdepth.models.registration import keep_if_better
+
+        model = load_learned(args.load_model, (args.size, args.size))
+        model.passes, model.refine_scale = args.passes, args.refine_scale
+
+        def learned(p, guard):
+            f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
+            res = model.register(f, m)
+            if guard:  # as fmdepth register --checkpoint: kept only if better than the identity
+                res = keep_if_better(f, m, res)
+            return res.flow[0].numpy(), res.kept
+
+        methods.append(("fmdepth learned U-Net (raw)", lambda p: learned(p, False)))
+        methods.append(("fmdepth learned U-Net (guarded)", lambda p: learned(p, True)))
     if args.only:
         methods = [m for m in methods if any(o in m[0] for o in args.only.split(","))]
     size = args.size
@@ -407,7 +422,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-seconds", type=float, default=180.0, help="learned model training budget (0 = skip)")
     ap.add_argument("--save-model", default="", help="save the trained learned model here (torch state dict)")
-    ap.add_argument("--load-model", default="", help="skip training: evaluate a model saved by --save-model")
+    ap.add_argument("--load-model", default="", help="skip training: evaluate a model saved by --save-model "
+                    "(with --cross-modality: adds the learned rows to the pair-kind tables)")
     ap.add_argument("--continue-training", action="store_true",
                     help="with --load-model: train the loaded model for --train-seconds more (lr 5e-4)")
     ap.add_argument("--train-seed", type=int, default=2000, help="pair seed of a continued run (default 2000)")

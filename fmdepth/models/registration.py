@@ -321,7 +321,7 @@ def _check_images(fixed_g: torch.Tensor, moving_g: torch.Tensor) -> None:
 @torch.no_grad()
 def score_flows(fixed: torch.Tensor, moving: torch.Tensor, flows: Dict[str, torch.Tensor],
                 similarities: Sequence[str], mi_bins: int = 32, ncc_window: int = 9, mind_radius: int = 1,
-                mind_dilation: int = 2) -> Dict[str, Dict[str, float]]:
+                mind_dilation: int = 2, feature_encoder: Optional[nn.Module] = None) -> Dict[str, Dict[str, float]]:
     """Loss (lower = better) of each candidate flow under each similarity, on a common overlap.
 
     Args:
@@ -339,7 +339,8 @@ def score_flows(fixed: torch.Tensor, moving: torch.Tensor, flows: Dict[str, torc
     if int(common.sum()) < 16:
         common = torch.ones_like(common)
     sims = {n: Similarity(n, ncc_window=ncc_window, mi_bins=mi_bins, mind_radius=mind_radius,
-                          mind_dilation=mind_dilation).to(fg.device) for n in similarities}
+                          mind_dilation=mind_dilation, feature_encoder=feature_encoder).to(fg.device)
+            for n in similarities}
     return {k: {n: float(sim(fg, w, common)) for n, sim in sims.items()} for k, (w, _) in warped.items()}
 
 
@@ -429,7 +430,8 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
     _check_images(to_gray(fixed_full), to_gray(moving_full))
     H, W = fixed_full.shape[-2:]
     names = (similarity, check)
-    sim_kw = {k: solver[k] for k in ("mi_bins", "ncc_window", "mind_radius", "mind_dilation") if k in solver}
+    sim_kw = {k: solver[k] for k in ("mi_bins", "ncc_window", "mind_radius", "mind_dilation", "feature_encoder")
+              if k in solver}
     zero = torch.zeros(1, 2, H, W, device=device)
     notes: List[str] = []
     flows = {"identity": zero}
