@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from typing import Dict
 
 import torch
@@ -309,7 +310,8 @@ def _folder_sets(cfg):
     return build_folder_datasets(d.path, d.split, height=d.height, width=d.width,
                                  frame_ids=tuple(int(f) for f in d.frame_ids), num_scales=d.num_scales,
                                  fov_deg=d.fov_deg, val_fraction=d.val_fraction,
-                                 flip_prob=d.flip_prob, jitter_prob=d.jitter_prob)
+                                 flip_prob=d.flip_prob, jitter_prob=d.jitter_prob,
+                                 progress=sys.stderr.isatty())  # the video-decoding bar
 
 
 @torch.no_grad()

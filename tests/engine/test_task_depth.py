@@ -298,3 +298,36 @@ def test_stereo_and_mono_stereo_train_end_to_end(odom_root, tmp_path, frame_ids)
 
     models = set(load_checkpoint(res.last_checkpoint)["models"])
     assert models == ({"depth"} if frame_ids == [0] else {"depth", "pose"})
+
+
+@pytest.mark.slow
+def test_stereo_training_is_metric_without_median_scaling(tmp_path):
+    """configs/synth_stereo_quick.yaml, shortened: the depth beats the (median-scaled!) constant
+    baseline without any median scaling, and the unapplied median ratio is near 1."""
+    import numpy as np
+
+    from fmdepth.config import load_config
+    from fmdepth.data import KittiRawDataset, collate_depth
+    from fmdepth.data.synthetic import render_dataset
+    from fmdepth.engine.trainer import train
+    from fmdepth.metrics.depth import evaluate_depth_predictions
+
+    data = render_dataset(str(tmp_path / "synth"), drives=3, frames=16, seed=1, height=64, width=224,
+                          velodyne=False, supersample=1, progress=False)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = load_config(os.path.join(repo, "configs", "synth_stereo_quick.yaml"),
+                      [f"data.path={data}", "train.max_steps=150", "train.val_every=150", "train.ckpt_every=150"])
+    res = train(cfg, str(tmp_path / "run"), progress=False)
+    from fmdepth.inference import DepthPredictor
+
+    pred = DepthPredictor.from_checkpoint(res.last_checkpoint, device="cpu")
+    test = KittiRawDataset(data, os.path.join(data, "splits", "test_files.txt"), 64, 224, frame_ids=(0,),
+                           num_scales=1, load_gt=True)
+    batch = collate_depth([test[i] for i in range(len(test))])
+    scaled = pred.predict_scaled_disp(batch.net_frames[0])[:, 0].numpy()
+    gts = list(batch.depth_gt[:, 0].numpy())
+    fixed = evaluate_depth_predictions(gts, list(scaled), median_scaling=False)
+    ratio = evaluate_depth_predictions(gts, list(scaled), median_scaling=True).ratio_median
+    const = evaluate_depth_predictions(gts, [np.ones_like(s) for s in scaled], median_scaling=True)
+    assert fixed.metrics["abs_rel"] <= 0.6 * const.metrics["abs_rel"], (fixed.metrics, const.metrics)
+    assert 0.8 < ratio < 1.25
