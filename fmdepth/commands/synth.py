@@ -11,6 +11,10 @@ sky; labels/NNNNNNNNNN.npy holds uint8 surface ids (0 sky, 1 road, 2 lane markin
 4 curb, 5 grass, 6 building, 7 parked car, 8 moving car, 9 pole) + 128 when the surface is
 textureless; depth_03/, labels_03/ hold the right camera; poses_02.txt camera-to-world poses.
 
+Velodyne scans follow the KITTI pixel convention of the standard Eigen export (a return at
+projected (u, v) measures pixel round(u)-1, round(v)-1): `export-gt --depth camera-z` equals the
+dense depth at every LiDAR pixel. The stereo baseline image_02/image_03 is 0.54 m, as KITTI's.
+
 examples:
   fmdepth synth --out data/synth                                 # 3 drives x 40 frames, 375x1242
   fmdepth synth --out data/tiny --drives 2 --frames 12 --height 96 --width 320
