@@ -106,14 +106,16 @@ class ModelConfig:
                f"the featdepth decoder has 4 scales, got {self.num_scales}")
 
 
-LOSS_MODES = ("joint", "featurenet", "depth")
+LOSS_MODES = ("joint", "featurenet", "depth", "two_stage")
 
 
 @dataclass
 class LossConfig:
     """The depth system's objective and training mode (owned by the depth system)."""
 
-    mode: str = "joint"  # joint (all nets trained together) | featurenet (stage 1: FeatureNet only) | depth (stage 2: FeatureNet frozen)
+    mode: str = "joint"  # joint (all nets trained together) | featurenet (stage 1: FeatureNet only) | depth (stage 2: FeatureNet frozen) | two_stage (`fmdepth train` runs featurenet then depth into RUN/stage1, RUN/stage2)
+    stage1_epochs: int = 0  # mode=two_stage: epochs of stage 1 (FeatureNet); 0 = train.epochs (stage 2 always uses train.epochs)
+    stage1_steps: int = 0  # mode=two_stage: step budget of stage 1; 0 = no limit (stage 2 uses train.max_steps)
     photometric: float = 1.0  # SSIM+L1 photometric reprojection loss
     feature_metric: float = 1e-3  # feature-metric loss (0 = Monodepth2-style photometric baseline, FeatureNet not built)
     smoothness: float = 1e-3  # edge-aware disparity smoothness, 1st order (divided by 2**scale)
@@ -143,7 +145,12 @@ class LossConfig:
         _check(len(self.feature_levels) > 0 and all(0 <= lv <= 4 for lv in self.feature_levels)
                and len(set(self.feature_levels)) == len(self.feature_levels), f"{prefix}.feature_levels",
                f"must be a non-empty list of distinct FeatureNet levels in 0..4, got {self.feature_levels}")
-        if self.mode == "featurenet":
+        _check(self.stage1_epochs >= 0 and self.stage1_steps >= 0, f"{prefix}.stage1_epochs",
+               f"stage1_epochs and stage1_steps must be >= 0, got {self.stage1_epochs}, {self.stage1_steps}")
+        if self.mode == "two_stage":
+            _check(self.feature_metric > 0, f"{prefix}.feature_metric",
+                   "mode=two_stage trains FeatureNet for the feature-metric loss of stage 2: must be > 0")
+        if self.mode in ("featurenet", "two_stage"):
             _check(self.featurenet_reconstruction + self.featurenet_discriminative + self.featurenet_convergent > 0,
                    f"{prefix}.featurenet_reconstruction",
                    "mode=featurenet trains only FeatureNet: at least one featurenet_* weight must be > 0")

@@ -195,7 +195,9 @@ def build(cfg) -> Task:
     if cfg.model.init_checkpoint:
         loaded = init_from_checkpoint(system, cfg)
         print(f"model.init_checkpoint: {', '.join(loaded)} from {cfg.model.init_checkpoint}")
-    if d.dataset == "folder":  # no ground truth: the validation frames' photometric loss
+    if d.dataset == "folder" or cfg.loss.mode == "featurenet":
+        # no ground truth (folder: the validation frames' photometric loss), or no DepthNet to
+        # evaluate (stage 1: FeatureNet's own objective on the validation frames)
         validate = make_loss_validate() if val_set is not None else None
         return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=collate_depth,
                     validate=validate, best_metric="val_loss", best_mode="min")

@@ -43,6 +43,8 @@ Training modes (``loss.mode``):
 * ``featurenet``: stage 1, FeatureNet alone on its objective; depth and pose nets not built.
 * ``depth``: stage 2, FeatureNet frozen (eval mode, ``torch.no_grad``, no parameters in the
   optimizer); its weights come from ``model.feature_weights``.
+* ``two_stage`` is not a system: ``fmdepth train`` runs ``featurenet`` then ``depth`` with the
+  stage-1 weights (``fmdepth.commands.train.two_stage_configs``).
 
 With ``loss.feature_metric = 0`` (and mode joint/depth) FeatureNet is neither built nor run:
 the same code path is the photometric-only Monodepth2-style baseline.
@@ -114,6 +116,10 @@ class DepthSystem(nn.Module):
         super().__init__()
         model.validate("model")
         loss.validate("loss")
+        if loss.mode == "two_stage":
+            raise ConfigError("config key 'loss.mode': two_stage is a schedule of two runs, not a system: "
+                              "`fmdepth train` runs it (stage 1 loss.mode=featurenet, then stage 2 "
+                              "loss.mode=depth); build each stage with its own mode")
         frame_ids = list(frame_ids)
         if 0 not in frame_ids or len(set(frame_ids)) != len(frame_ids):
             raise ValueError(f"frame_ids must contain 0 once and no duplicates, got {frame_ids}")
