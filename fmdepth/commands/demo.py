@@ -27,8 +27,7 @@ DEMO_RENDER = (96, 320)  # rendered size (the network reads 64x224, see DEMO_CON
 # The settings of configs/synth_quick.yaml (tests check the two agree).
 DEMO_CONFIG = {
     "data": {"dataset": "synthetic", "split": "splits", "height": 64, "width": 224, "num_workers": 0},
-    "model": {"depth_layers": 18, "pose_layers": 18, "feature_layers": 18, "pose_scale": 0.1,
-              "min_depth": 0.01},
+    "model": {"depth_layers": 18, "pose_layers": 18, "feature_layers": 18},
     "loss": {"feature_metric": 0.0, "scales": [0, 1, 2, 3]},
     "optim": {"lr": 3.0e-4, "warmup_steps": 20, "decay_epochs": []},
     "train": {"epochs": 100, "max_steps": 400, "batch_size": 4, "log_every": 10,
