@@ -36,7 +36,8 @@ def add_arguments(parser) -> None:
                         help="per-pair similarity (default: mind, as fmdepth register)")
     parser.add_argument("--iterations", default=None, help="per-pair iterations per level, e.g. 150,100,60")
     parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--grid-spacing", type=int, default=16)
+    parser.add_argument("--grid-spacing", type=int, default=None,
+                        help="control-grid spacing (default: 32 for mind, 16 otherwise, as fmdepth register)")
     parser.add_argument("--smoothness", type=float, default=0.5, help="flow smoothness weight (default: 0.5, "
                         "as fmdepth register)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs (0 = all)")

@@ -78,8 +78,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--iterations", default=None,
                         help="iterations per pyramid level, coarse to fine, e.g. 150,100,60 (or one number)")
     parser.add_argument("--levels", type=int, default=3, help="pyramid levels (default: 3)")
-    parser.add_argument("--grid-spacing", type=int, default=16,
-                        help="control-grid spacing in pixels of the finest level (1 = dense; default: 16)")
+    parser.add_argument("--grid-spacing", type=int, default=None,
+                        help="control-grid spacing in pixels of the finest level (1 = dense; default: 32 for "
+                             "mind, 16 otherwise)")
     parser.add_argument("--smoothness", type=float, default=0.5, help="flow smoothness weight (default: 0.5)")
     parser.add_argument("--diffeomorphic", action="store_true",
                         help="deformable: optimise a stationary velocity field (scaling and squaring)")

@@ -37,6 +37,10 @@ def test_default_learning_rates():
     assert default_lr("deformable", "mi") == 0.2 and default_lr("deformable", "ncc") == 0.2
     assert default_lr("deformable", "ngf") == 0.5 and default_lr("translation", "mse") == 0.5
     assert default_lr("deformable", "mind") == 0.5
+    from fmdepth.models.registration import default_grid_spacing
+
+    assert default_grid_spacing("mind") == 32 and default_grid_spacing("mind", 96, 128) == 12
+    assert default_grid_spacing("ngf") == 16 and default_grid_spacing("mi", 96, 96) == 16
     assert DEFAULT_ITERATIONS["deformable"] == (120, 80, 40)
 
 
