@@ -9,7 +9,8 @@ Monocular depth is known only up to scale: the depth written here is ``1 / scale
 the checkpoint's depth range, which is *not* metric for a monocular model (the evaluation
 multiplies it by the per-image median ratio); models trained by fmdepth with the stereo frame
 are metric as they are (the stereo pose is the calibrated baseline in metres), Monodepth2 /
-FeatDepth stereo weights brought in with ``import-weights`` after x5.4 (their 0.1-unit baseline).
+FeatDepth stereo weights brought in with ``import-weights`` after x5.4 / x36 (their 0.1 / 0.015-unit
+baselines).
 
 Example:
     >>> predictor = DepthPredictor.from_checkpoint("runs/fm/checkpoints/best.pt")  # doctest: +SKIP

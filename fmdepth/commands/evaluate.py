@@ -40,8 +40,8 @@ Median-scaling ratio = median(gt) / median(pred), the factor each prediction is 
 its median and std(ratios / median) are printed. --fixed-scale S disables median scaling and
 multiplies by S instead; the ratios are still printed (not applied: 1 = metric depth). Models
 trained by fmdepth with the stereo frame are metric (the stereo pose is the calibrated baseline
-in metres): --fixed-scale 1. Monodepth2/FeatDepth stereo weights brought in with import-weights
-keep those projects' 0.1-unit baseline: --fixed-scale 5.4.
+in metres): --fixed-scale 1. Stereo weights brought in with import-weights keep their project's
+baseline unit: --fixed-scale 5.4 for Monodepth2 (0.1), 36 for FeatDepth (0.015).
 
 examples:
   fmdepth evaluate depth --checkpoint runs/fm/checkpoints/best.pt --data /data/kitti_raw --split-file eigen
@@ -80,7 +80,7 @@ def add_depth_arguments(p: argparse.ArgumentParser) -> None:
                         "'eigen_benchmark', else eigen)")
     p.add_argument("--fixed-scale", type=float, default=None,
                    help="disable median scaling and multiply predictions by this (1 for fmdepth stereo / "
-                        "mono+stereo models, 5.4 for imported Monodepth2/FeatDepth stereo weights)")
+                        "mono+stereo models, 5.4 / 36 for imported Monodepth2 / FeatDepth stereo weights)")
     p.add_argument("--post-process", action="store_true", help="flip post-processing (2 forward passes)")
     p.add_argument("--batch-size", type=int, default=16, help="images per network call (default 16)")
     p.add_argument("--num-workers", type=int, default=2, help="data-loading workers (default 2)")

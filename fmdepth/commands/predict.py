@@ -17,7 +17,7 @@ OUT/FOLDER/....
 Monocular models give depth only up to an unknown scale: multiply by a known scale (e.g. the
 median ratio to a reference) before reading metres. Models trained by fmdepth with the stereo
 frame (stereo, mono+stereo) are metric as written; Monodepth2/FeatDepth stereo weights brought in
-with import-weights need x5.4 (their 0.1-unit baseline).
+with import-weights need x5.4 / x36 (their 0.1 / 0.015-unit baselines).
 
 examples:
   fmdepth predict --checkpoint runs/fm/checkpoints/best.pt street.jpg --out depth_out

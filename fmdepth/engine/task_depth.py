@@ -260,9 +260,10 @@ def check_stereo_depth_range(cfg, dataset) -> float:
     network's depth (~0.2 m) puts the stereo source 1.6 image widths away: the border-padded
     warp has no gradient there, the depth collapses onto ``min_depth`` and never recovers
     (with temporal frames too, PoseNet's tiny initial translation then sets the scale: the
-    depth came out ~60x too small). Monodepth2/FeatDepth avoid it by their stereo baseline of
-    0.1 units: their range [0.1, 100] units is [0.54, 540] m here, their x5.4 evaluation
-    factor is 1 here. Returns the start disparity (image widths).
+    depth came out ~60x too small). Monodepth2 and FeatDepth avoid it by a stereo baseline in
+    their own units (0.1 and 0.015 on KITTI): their range [0.1, 100] units is [0.54, 540] m and
+    [3.6, 3600] m here, and their x5.4 / x36 evaluation factors are 1 here. Returns the start
+    disparity (image widths).
 
     Raises:
         ValueError: no stereo baseline in the calibration, or a start disparity above
@@ -293,8 +294,9 @@ def check_stereo_depth_range(cfg, dataset) -> float:
             f"fx = {fx_w:.2f} x width) the untrained depth ({2 / (1 / m + 1 / M):.2f} m) puts the stereo "
             f"source {start:.2f} image widths away, where the loss has no gradient and depth collapses onto "
             f"min_depth; depths are metric with a stereo frame: set model.min_depth >= {math.ceil(need * 100) / 100:.2f} "
-            f"(Monodepth2/FeatDepth's 0.1..100 in units of their 0.1 baseline is "
-            f"{abs(calib.baseline):.2f}..{1000 * abs(calib.baseline):g} m here)")
+            f"(Monodepth2's 0.1..100 in units of its 0.1 baseline is "
+            f"{abs(calib.baseline):.2f}..{1000 * abs(calib.baseline):g} m here, FeatDepth's in units of its "
+            f"0.015 baseline {abs(calib.baseline) / 0.15:.2f}..{abs(calib.baseline) / 0.15 * 1000:g} m)")
     if start > STEREO_START_WARN and cfg.model.pretrained == "none":
         warnings.warn(f"stereo frame: the untrained depth puts the stereo source {start:.2f} image widths "
                       f"away; from random initialisation CPU-sized runs collapsed above {STEREO_START_WARN} "
