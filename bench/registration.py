@@ -392,11 +392,13 @@ def main_cross_modality(args, have_sitk: bool) -> int:
           f"shift <= 4 px; {args.seeds} seeds per kind; threads {args.threads}")
     out = {}
     if args.cross_modality in ("tuning", "both"):
-        out["tuning"] = run_cross_modality(TUNING_KINDS, range(500, 500 + args.seeds), size, args.rms, methods,
+        first = args.first_seed or 500
+        out["tuning"] = run_cross_modality(TUNING_KINDS, range(first, first + args.seeds), size, args.rms, methods,
                                            "tuning")
         print_cross_modality_tables(out["tuning"], "tuning pairs (the defaults were chosen on these)")
     if args.cross_modality in ("heldout", "both"):
-        out["heldout"] = run_cross_modality(HELDOUT_KINDS, range(900, 900 + args.seeds), size, args.rms, methods,
+        first = args.first_seed or 900
+        out["heldout"] = run_cross_modality(HELDOUT_KINDS, range(first, first + args.seeds), size, args.rms, methods,
                                             "held-out")
         print_cross_modality_tables(out["heldout"], "held-out pairs")
     if args.json:
@@ -442,6 +444,8 @@ def main(argv=None) -> int:
                     help="issue 14: the cross-modality pair kinds (tuning and/or held-out) against SimpleITK and "
                          "ANTs instead of the remap benchmark")
     ap.add_argument("--seeds", type=int, default=4, help="cross-modality: pairs (seeds) per kind (default 4)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="cross-modality: first pair seed (default: 500 for tuning, 900 for held-out pairs)")
     ap.add_argument("--similarities", default="ngf,mi", help="cross-modality: other fmdepth similarities to run")
     ap.add_argument("--only", default="", help="cross-modality: only the rows whose name contains one of these")
     ap.add_argument("--json", default="", help="cross-modality: write the numbers here")
