@@ -405,9 +405,9 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
     The default similarity ``mind`` (MIND-SSC) was chosen on the tuning pairs of
     ``bench/registration.py --cross-modality tuning`` (channel vs remapped channel, photo vs
     disparity, photo vs edge magnitude; 4 pairs each, 256x256): it was the most accurate similarity
-    on every kind (mean landmark error 0.76 / 3.10 / 1.62 px against ngf 3.89 / 7.91 / 3.06 and mi
-    3.68 / 8.95 / 10.16, from 8.6 / 9.1 / 9.0). The affine stage (``init="affine"``) was better on
-    the disparity kind only (2.85 px) and worse on the other two (0.92 / 2.04 px) for ~2.3x the time,
+    on every kind (mean landmark error 0.52 / 2.77 / 1.25 px against ngf 3.39 / 6.88 / 3.94 and mi
+    2.71 / 9.12 / 7.80, from 8.6 / 9.1 / 8.8). The affine stage (``init="affine"``) was better on
+    the disparity kind only (2.66 px) and worse on the other two (0.67 / 1.31 px) for ~2.3x the time,
     so the default start is the identity.
 
     Args:
