@@ -20,9 +20,9 @@ another) and write:
 Per pair (optimisation over a multi-resolution pyramid, progress bar):
   --method affine|deformable, --similarity mind|mi|ngf|ncc|mse|feature.
   The default, mind (MIND-SSC local self-similarity descriptors), was the most accurate fmdepth
-  similarity on every tuning kind of cross-modality pair (channel remaps, photo vs disparity,
-  photo vs edges) and on 3 of 4 held-out kinds (on MNI152 T1 vs grey matter ngf did better,
-  0.74 vs 0.81 px; bench/registration.py --cross-modality); ncc/mse only for similar intensities.
+  similarity on every kind of cross-modality pair measured (channel remaps, photo vs disparity,
+  photo vs edges, MNI152 T1 vs grey matter; bench/registration.py --cross-modality, README);
+  ncc/mse only for similar intensities.
   Per-pair NeMAR (--method translation) is withdrawn: a translator trained on one pair does not
   register it (held-out 256x256 pairs ended worse than they started: 7.81 -> 8.44 px and
   8.34 -> 8.79 px, 31 CPU s per pair), so the option now stops with that reason.
