@@ -120,14 +120,14 @@ class Accumulator:
                 "textureless_pixel_fraction": float(np.mean(self.flat_fraction))}
 
 
-def make_validate(cfg, example_dir=None):
+def make_validate(cfg, example_dir=None, start: int = 0):
     """``task.validate`` for the trainer: the held-out metrics (flat dict; ``abs_rel`` = overall).
 
     With ``example_dir``, the scaled disparity of test frame ``EXAMPLE_INDEX`` is saved at every
     validation as ``example_dir/step_<N>.npy`` (validations run every ``train.val_every`` steps)."""
     from fmdepth.geometry import disp_to_depth
 
-    calls = [0]
+    calls = [start // cfg.train.val_every]  # a resumed run: the validations already done
 
     def validate(system, loader, device):
         acc = Accumulator()
@@ -161,7 +161,7 @@ def constant_baseline(cfg, data: str):
 
 
 # ------------------------------------------------------------------------------------ training
-def _train_stage(cfg, run_dir: str, data: str, progress: bool, evaluate_depth: bool):
+def _train_stage(cfg, run_dir: str, data: str, progress: bool, evaluate_depth: bool, resume: bool = False):
     from fmdepth.engine.tasks import build_task
     from fmdepth.engine.trainer import seed_everything, train
 
@@ -169,12 +169,18 @@ def _train_stage(cfg, run_dir: str, data: str, progress: bool, evaluate_depth: b
     task = build_task(cfg)
     if evaluate_depth:  # learning curve on the held-out drive (validation data = test frames)
         task.val_set, task.validate, task.best_metric, task.best_mode = test_set(cfg, data), \
-            make_validate(cfg, os.path.join(run_dir, "examples")), "abs_rel", "min"
+            make_validate(cfg, os.path.join(run_dir, "examples"), start=_checkpoint_step(run_dir) if resume else 0), \
+            "abs_rel", "min"
     else:
         task.val_set, task.validate = None, None
     t0 = time.time()
-    result = train(cfg, run_dir, task=task, progress=progress)
+    result = train(cfg, run_dir, resume=resume, task=task, progress=progress)
     return task.system, result, time.time() - t0
+
+
+def _checkpoint_step(run_dir: str) -> int:
+    return int(torch.load(os.path.join(run_dir, "checkpoints", "last.pt"), map_location="cpu",
+                          weights_only=True)["step"])
 
 
 def _curve(run_dir: str):
@@ -203,17 +209,21 @@ def run_one(args, data: str, arm: str, seed: int) -> dict:
 
     cfg = arm_config(args, data, arm, seed)
     run_dir = os.path.join(args.out, "runs", f"{arm}_s{seed}")
-    if os.path.isdir(run_dir):
+    if os.path.isdir(run_dir) and not args.resume:
         shutil.rmtree(run_dir)
     info = {"arm": arm, "seed": seed, "steps": args.steps, "stage1_steps": 0, "stage1_seconds": 0.0}
     if arm == "two_stage":
         (_, cfg1, dir1), (_, cfg, dir2) = two_stage_configs(cfg, run_dir)
-        _, r1, sec1 = _train_stage(cfg1, dir1, data, not args.no_progress, evaluate_depth=False)
-        info.update(stage1_steps=r1.step, stage1_seconds=sec1)
+        if args.resume:  # stage 1 finished before: not redone
+            info.update(stage1_steps=_checkpoint_step(dir1))
+        else:
+            _, r1, sec1 = _train_stage(cfg1, dir1, data, not args.no_progress, evaluate_depth=False)
+            info.update(stage1_steps=r1.step, stage1_seconds=sec1)
         depth_dir = dir2
     else:
         depth_dir = run_dir
-    system, result, sec = _train_stage(cfg, depth_dir, data, not args.no_progress, evaluate_depth=True)
+    system, result, sec = _train_stage(cfg, depth_dir, data, not args.no_progress, evaluate_depth=True,
+                                       resume=args.resume)
     curve = _curve(depth_dir)
     final = result.last_val
     info.update(train_seconds=sec, seconds_per_step=sec / max(result.step, 1), final_step=result.step,
@@ -252,7 +262,8 @@ def landscape(args, data: str) -> dict:
     from fmdepth.networks import FeatureNet
 
     cfg = arm_config(args, data, "two_stage", args.seed)
-    ckpt = os.path.join(args.out, "runs", f"two_stage_s{args.seed}", "stage1", "checkpoints", "last.pt")
+    ckpt = args.feature_checkpoint or os.path.join(args.out, "runs", f"two_stage_s{args.seed}", "stage1",
+                                                   "checkpoints", "last.pt")
     fnet = FeatureNet(cfg.model.feature_layers, "none", num_scales=4, input_norm=cfg.model.feature_input_norm)
     fnet.load_state_dict(load_feature_weights(ckpt))
     fnet.eval()
@@ -324,7 +335,7 @@ def landscape(args, data: str) -> dict:
     for key in rows:
         if key.startswith("fm_"):
             out[key] = (rows[key] / len(frames)).tolist()
-    with open(os.path.join(args.out, "landscape.json"), "w") as fh:
+    with open(args.landscape_json or os.path.join(args.out, "landscape.json"), "w") as fh:
         json.dump(out, fh, indent=1)
     print(json.dumps(out, indent=1))
     return out
@@ -552,8 +563,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="--landscape: whose stage-1 FeatureNet")
     p.add_argument("--arms", nargs="+", default=["photometric", "two_stage"], choices=sorted(ARMS))
     p.add_argument("--run", nargs=2, metavar=("ARM", "SEED"), help="train one arm/seed only (then --collect)")
+    p.add_argument("--resume", action="store_true", help="--run: continue the run's depth stage to --steps")
     p.add_argument("--collect", action="store_true", help="no training: table, figure and doc from OUT/runs")
     p.add_argument("--landscape", action="store_true", help="feature quality check only (OUT/landscape.json)")
+    p.add_argument("--feature-checkpoint", default="", help="--landscape: another stage-1 checkpoint")
+    p.add_argument("--landscape-json", default="", help="--landscape: output file (default OUT/landscape.json)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--doc", default=os.path.join(ROOT, "docs", "experiments.md"))
