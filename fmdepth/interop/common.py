@@ -9,7 +9,6 @@ raised together as one :class:`ImportWeightsError` listing the names.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -47,11 +46,10 @@ class ImportReport:
 
 # ------------------------------------------------------------------------------------ reading
 def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file (the one implementation, :func:`fmdepth.data.splits.sha256_file`)."""
+    from fmdepth.data.splits import sha256_file
+
+    return sha256_file(path)
 
 
 def read_torch_file(path: str) -> Any:
