@@ -251,7 +251,7 @@ def test_colorize_magma():
     assert img[:, 0, 0].sum() < img[:, -1, -1].sum()  # dark (low) to bright (high)
 
 
-@pytest.mark.parametrize("name,mode,fm,stereo", [("kitti_featdepth_r50_640x192", "depth", 1e-3, False),
+@pytest.mark.parametrize("name,mode,fm,stereo", [("kitti_featdepth_r50_640x192", "two_stage", 1e-3, False),
                                                  ("kitti_monodepth2_baseline_640x192", "joint", 0.0, False),
                                                  ("kitti_featdepth_stereo_640x192", "depth", 1e-3, True)])
 def test_shipped_configs(name, mode, fm, stereo):
