@@ -96,7 +96,8 @@ def run(args) -> int:
         print(f"run folder: {run_dir}")
         print(f"checkpoint: {result.last_checkpoint}"
               + (f"  best: {result.best_checkpoint}" if result.best_checkpoint else ""))
-        print(f"TensorBoard: tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
+        tb = run_dir if cfg.loss.mode == "two_stage" else os.path.join(run_dir, "tensorboard")  # both stages
+        print(f"TensorBoard: tensorboard --logdir {tb}")
     return 0
 
 
