@@ -31,6 +31,7 @@ Without ``MD2_REPO`` (and without ``--only fmdepth``) it prints why and exits 0.
 the peer is part of fmdepth: it is run from its own checkout, in a scratch copy.
 """
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -62,6 +63,9 @@ FMDEPTH_CONFIG = {
     "train": {"epochs": 1000, "batch_size": 4, "log_every": 10, "image_every": 100000,
               "val_every": 100000, "ckpt_every": 100000},
 }
+#: network input size and depth range shared by both trainers (Monodepth2's defaults)
+SIZE_AND_RANGE = (FMDEPTH_CONFIG["data"]["height"], FMDEPTH_CONFIG["data"]["width"],
+                  FMDEPTH_CONFIG["model"]["min_depth"], FMDEPTH_CONFIG["model"]["max_depth"])
 
 
 def run_measured(cmd, cwd, env, log_path):
@@ -121,6 +125,7 @@ from datasets import KITTIRAWDataset
 from layers import disp_to_depth
 torch.set_num_threads(int(sys.argv[5]))
 wdir, data, split, out = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[6]
+height, width, min_depth, max_depth = int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9]), float(sys.argv[10])
 enc = networks.ResnetEncoder(18, False)
 dec = networks.DepthDecoder(enc.num_ch_enc, range(4))
 state = torch.load(wdir + "/encoder.pth", map_location="cpu", weights_only=True)
@@ -128,12 +133,12 @@ enc.load_state_dict({k: v for k, v in state.items() if k in enc.state_dict()})
 dec.load_state_dict(torch.load(wdir + "/depth.pth", map_location="cpu", weights_only=True))
 enc.eval(); dec.eval()
 files = [l.strip() for l in open(split) if l.strip()]
-ds = KITTIRAWDataset(data, files, 96, 320, [0], 4, is_train=False, img_ext=".png")
+ds = KITTIRAWDataset(data, files, height, width, [0], 4, is_train=False, img_ext=".png")
 preds = []
 with torch.no_grad():
     for inp in torch.utils.data.DataLoader(ds, 8, shuffle=False):
         d = dec(enc(inp[("color", 0, 0)]))[("disp", 0)]
-        preds.append(disp_to_depth(d, 0.1, 100.0)[0][:, 0].numpy())
+        preds.append(disp_to_depth(d, min_depth, max_depth)[0][:, 0].numpy())
 np.savez(out, disps=np.concatenate(preds))
 """
 
@@ -149,7 +154,7 @@ def evaluate(args_list, json_path, env):
 def fm_yaml(path, overrides):
     import yaml
 
-    cfg = json.loads(json.dumps(FMDEPTH_CONFIG))
+    cfg = copy.deepcopy(FMDEPTH_CONFIG)
     for section, values in overrides.items():
         cfg.setdefault(section, {}).update(values)
     with open(path, "w") as fh:
@@ -212,7 +217,7 @@ def main(argv=None):
                    "torch.manual_seed(s); torch.set_num_threads(int(sys.argv[2])); sys.argv=['train.py']+sys.argv[3:]; "
                    "sys.path.insert(0, '.'); exec(open('train.py').read())",
                    str(seed), str(args.threads),
-                   "--data_path", data, "--split", "fmdepth_synth", "--png", "--height", "96", "--width", "320",
+                   "--data_path", data, "--split", "fmdepth_synth", "--png", "--height", str(SIZE_AND_RANGE[0]), "--width", str(SIZE_AND_RANGE[1]),
                    "--batch_size", "4", "--no_cuda", "--weights_init", "scratch", "--num_workers", "0",
                    "--num_epochs", str(args.epochs), "--scheduler_step_size", str(args.epochs + 1),
                    "--log_dir", log_dir, "--model_name", "m", "--log_frequency", "50"]
@@ -220,7 +225,7 @@ def main(argv=None):
             wdir = os.path.join(log_dir, "m", "models", f"weights_{args.epochs - 1}")
             pred = os.path.join(out, f"md2_s{seed}_disps.npz")
             subprocess.run([sys.executable, "-c", MD2_PREDICT, md2_dir, wdir, data, test_split,
-                            str(args.threads), pred], check=True, cwd=md2_dir, env=env)
+                            str(args.threads), pred, *map(str, SIZE_AND_RANGE)], check=True, cwd=md2_dir, env=env)
             record("monodepth2 train.py", seed, wall, rss,
                    evaluate(["--pred", pred, "--gt", gt], os.path.join(out, f"md2_s{seed}.json"), env))
         if args.only == "monodepth2":
@@ -241,7 +246,7 @@ def main(argv=None):
                                   "--out", fn_run, "--quiet", "--set", f"train.max_steps={args.featurenet_steps}",
                                   "--set", f"seed={seed}"],
                                  ROOT, env, os.path.join(out, f"featurenet_s{seed}.log"))
-                over = json.loads(json.dumps(over))
+                over = copy.deepcopy(over)
                 over.setdefault("model", {})["feature_weights"] = os.path.join(fn_run, "checkpoints", "last.pt")
             y = os.path.join(out, f"fm_{tag}_s{seed}.yaml")
             fm_yaml(y, over)
@@ -290,7 +295,7 @@ def evaluate_constant(gt, out, env):
         key = "data" if "data" in z.files else z.files[0]
         n = len(z[key])
     pred = os.path.join(out, "constant_disps.npz")
-    np.savez(pred, disps=np.ones((n, 96, 320), dtype=np.float32))
+    np.savez(pred, disps=np.ones((n, *SIZE_AND_RANGE[:2]), dtype=np.float32))
     return evaluate(["--pred", pred, "--gt", gt], os.path.join(out, "constant.json"), env)["abs_rel"]
 
 

@@ -93,7 +93,7 @@ def make_loss_validate():
         for batch in loader:
             batch = batch.to(device)
             n = batch.net_frames[0].shape[0]
-            total += float(system.training_step(batch, 0).loss) * n
+            total += float(system.training_step(batch, None).loss) * n  # the full objective, warm-up ignored
             count += n
         if count == 0:
             raise ValueError("the validation set is empty")

@@ -249,8 +249,12 @@ class DepthSystem(nn.Module):
                    "convergent": c.featurenet_convergent}
         return featurenet_loss(usable, recons, image, weights)
 
-    def training_step(self, batch, step: int, want_images: bool = False) -> StepOutput:
-        """One step of the objective on a :class:`~fmdepth.data.DepthBatch` (on the device)."""
+    def training_step(self, batch, step: Optional[int], want_images: bool = False) -> StepOutput:
+        """One step of the objective on a :class:`~fmdepth.data.DepthBatch` (on the device).
+
+        ``step`` is the optimizer step (it ends ``loss.automask_warmup``); ``None`` evaluates the
+        full objective (auto-mask as configured), e.g. for a validation loss.
+        """
         self._check_batch(batch)
         if self.mode == "featurenet":
             return self._featurenet_step(batch, want_images)
@@ -268,7 +272,7 @@ class DepthSystem(nn.Module):
             images["featurenet_reconstruction"] = recons[0][0].detach().clamp(0, 1)
         return StepOutput(loss=total, scalars=scalars, images=images)
 
-    def _depth_step(self, batch, step: int, want_images: bool) -> StepOutput:
+    def _depth_step(self, batch, step: Optional[int], want_images: bool) -> StepOutput:
         disps = self.depth_net(batch.net_frames[0])  # list over scales, (B, 1, H/2^s, W/2^s)
         poses = self.predict_poses(batch)
         return self.compute_losses(batch, disps, poses, want_images, step=step)
