@@ -162,7 +162,7 @@ def constant_baseline(cfg, data: str):
 
 # ------------------------------------------------------------------------------------ training
 def _train_stage(cfg, run_dir: str, data: str, progress: bool, evaluate_depth: bool, resume: bool = False):
-    from fmdepth.engine.tasks import build_task
+    from fmdepth.tasks import build_task
     from fmdepth.engine.trainer import seed_everything, train
 
     seed_everything(cfg.seed)

@@ -50,7 +50,7 @@ def build_featdepth(repo: str, height: int, width: int, seed: int = 0):
 
 def compare(repo: str, image_path: str, workdir: str, height: int = 320, width: int = 1024) -> dict:
     from fmdepth.cli import main as fmdepth_main
-    from fmdepth.engine.checkpoint import load_checkpoint
+    from fmdepth.core.checkpoint import load_checkpoint
     from fmdepth.inference import DepthPredictor, PosePredictor, load_image, to_tensor
     from fmdepth.networks import FeatureNet
 

@@ -1,6 +1,6 @@
 """Inference: DepthNet / PoseNet from a checkpoint, batched prediction of images, folders, videos.
 
-A checkpoint (``RUN_DIR/checkpoints/best.pt``, see :mod:`fmdepth.engine.checkpoint`) carries the
+A checkpoint (``RUN_DIR/checkpoints/best.pt``, see :mod:`fmdepth.core.checkpoint`) carries the
 resolved config, so the networks are rebuilt exactly as trained: ``model.depth_layers``,
 ``model.pose_layers``, ``model.num_scales``, the input size ``data.height x data.width`` and the
 disparity range ``model.min_depth .. model.max_depth``.
@@ -33,7 +33,7 @@ from fmdepth.data.media import IMAGE_EXTS, VIDEO_EXTS, iter_video_frames  # noqa
 # ------------------------------------------------------------------------------ checkpoints
 def read_checkpoint(path: str) -> Dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``) via the engine's loader."""
-    from fmdepth.engine.checkpoint import load_checkpoint
+    from fmdepth.core.checkpoint import load_checkpoint
 
     return load_checkpoint(path, map_location="cpu")
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torchvision
 
 from fmdepth.cli import main
-from fmdepth.engine.checkpoint import load_checkpoint
+from fmdepth.core.checkpoint import load_checkpoint
 from fmdepth.inference import DepthPredictor, PosePredictor
 from fmdepth.interop import ImportWeightsError, import_featdepth, import_monodepth2
 from fmdepth.networks.resnet import encoder_channels
@@ -301,7 +301,7 @@ def test_md2_resnet50_stereo_without_pose(tmp_path, capsys):
 
 def test_md2_fine_tune_init_checkpoint(md2):
     from fmdepth.config import config_from_dict
-    from fmdepth.engine.task_depth import init_from_checkpoint
+    from fmdepth.tasks.depth import init_from_checkpoint
     from fmdepth.models.depth import build_depth_system
 
     ckpt = load_checkpoint(md2["ckpt"])

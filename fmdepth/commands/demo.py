@@ -183,7 +183,7 @@ def run(args) -> int:
         raise ValueError(f"--steps must be > 0, got {args.steps}")
     t_start = time.time()
     from fmdepth.config import config_from_dict
-    from fmdepth.engine.task_depth import build as build_depth_task
+    from fmdepth.tasks.depth import build as build_depth_task
     from fmdepth.engine.trainer import seed_everything, train
 
     out = os.path.abspath(args.out)

@@ -76,7 +76,8 @@ def run(args) -> int:
         if not (os.path.isdir(cfg.data.path) or (cfg.data.dataset == "folder" and os.path.isfile(cfg.data.path))):
             raise FileNotFoundError(f"data.path: dataset folder not found: {cfg.data.path}"
                                     + (" (data.dataset folder also takes a video file)" if cfg.data.dataset == "folder" else ""))
-    from fmdepth.engine.trainer import NonFiniteLossError, check_run_dir, train
+    from fmdepth.engine.trainer import NonFiniteLossError, check_run_dir
+    from fmdepth.tasks import train
 
     if cfg.loss.mode == "two_stage":
         check_two_stage_dir(run_dir, args.resume)
@@ -155,7 +156,7 @@ def train_two_stage(cfg, run_dir: str, resume: bool = False, progress: bool = Tr
     import json
 
     from fmdepth.config import save_config
-    from fmdepth.engine.trainer import train
+    from fmdepth.tasks import train
 
     stages = two_stage_configs(cfg, run_dir)
     (_, cfg1, dir1), (_, cfg2, dir2) = stages

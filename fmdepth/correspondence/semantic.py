@@ -494,7 +494,7 @@ class SemanticSystem(nn.Module):
         return terms
 
     def training_step(self, batch, step: int, want_images: bool = False):
-        from fmdepth.engine.system import StepOutput
+        from fmdepth.core.system import StepOutput
         from fmdepth.geometry import flow_warp
 
         out = self.aligner(batch["image_a"], batch["image_b"])

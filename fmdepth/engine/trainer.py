@@ -45,10 +45,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 
 from fmdepth import __version__
 from fmdepth.config import Config, config_to_dict, save_config
-from fmdepth.engine.checkpoint import (check_compatible, get_rng_state, load_checkpoint,
+from fmdepth.core.checkpoint import (check_compatible, get_rng_state, load_checkpoint,
                                        save_checkpoint, set_rng_state)
-from fmdepth.engine.system import StepOutput, check_system
-from fmdepth.engine.tasks import Task, build_task
+from fmdepth.core.system import StepOutput, check_system
+from fmdepth.core.task import Task
 
 
 class NonFiniteLossError(RuntimeError):
@@ -747,21 +747,21 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def train(cfg: Config, run_dir: str, resume: bool = False, task: Optional[Task] = None,
           progress: bool = True) -> TrainResult:
-    """Build the task named by ``cfg.task`` (unless given) and train it into ``run_dir``.
+    """Train ``task`` into ``run_dir``; works unchanged under ``torchrun`` (distributed data parallel).
 
-    Works unchanged under ``torchrun`` (distributed data parallel).
+    The loop knows only :mod:`fmdepth.core`'s contract; :func:`fmdepth.tasks.train` builds the
+    task named by ``cfg.task`` and calls this.
 
     Args:
         cfg: the resolved, validated config.
         run_dir: run folder (created); must not hold another run unless ``resume``.
         resume: continue from ``run_dir/checkpoints/last.pt`` (same architecture required).
-        task: a ready :class:`Task` (tests, notebooks); default ``build_task(cfg)``.
+        task: the :class:`~fmdepth.core.Task` to train (required).
         progress: show the tqdm bar (rank 0).
     """
     if task is None:
-        check_run_dir(run_dir, resume)  # fail before building (possibly large) datasets
-        seed_everything(cfg.seed)  # the same initial weights for the same seed
-        task = build_task(cfg)
+        raise TypeError("engine.train needs a task (build one with fmdepth.tasks.build_task(cfg), "
+                        "or call fmdepth.tasks.train(cfg, run_dir))")
     trainer = Trainer(cfg, task, run_dir, resume=resume, progress=progress)
     try:
         return trainer.fit()

@@ -204,7 +204,7 @@ def check_size(height: int, width: int, where: str) -> None:
 def write_checkpoint(report: ImportReport, path: str, source_format: str, source_path: str) -> None:
     """Write ``report`` as an fmdepth checkpoint (the engine's format, atomic, weights_only-safe)."""
     from fmdepth import __version__
-    from fmdepth.engine.checkpoint import save_checkpoint
+    from fmdepth.core.checkpoint import save_checkpoint
 
     payload = {
         "config": report.config, "models": report.models, "optimizer": {}, "scheduler": {},

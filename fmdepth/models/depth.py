@@ -2,8 +2,8 @@
 
 :class:`DepthSystem` composes :mod:`fmdepth.networks` (DepthNet, PoseNet, FeatureNet),
 :mod:`fmdepth.geometry` (warps) and :mod:`fmdepth.losses` into one trainable module following
-the engine's :class:`~fmdepth.engine.system.System` protocol. It is a pure model: it reads a
-:class:`~fmdepth.data.DepthBatch` and returns a :class:`~fmdepth.engine.system.StepOutput`; it
+the engine's :class:`~fmdepth.core.system.System` protocol. It is a pure model: it reads a
+:class:`~fmdepth.data.DepthBatch` and returns a :class:`~fmdepth.core.system.StepOutput`; it
 does no I/O (the factory :func:`build_depth_system` is where weights files are read).
 
 Objective (``loss`` = :class:`~fmdepth.config.LossConfig`), for the target frame 0 and source
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmdepth.config import ConfigError, LossConfig, ModelConfig
-from fmdepth.engine.system import StepOutput
+from fmdepth.core.system import StepOutput
 from fmdepth.geometry import (disp_to_depth, inverse_warp, pose_vec_to_matrix, scale_intrinsics)
 from fmdepth.losses import (automask, edge_aware_smoothness, feature_metric_loss, featurenet_loss,
                             min_reprojection, photometric_error)

@@ -11,7 +11,7 @@ Two ways to register:
   velocity field, or NeMAR-style translation + flow) over a multi-resolution pyramid.
 * :class:`AffineRegistration`, :class:`DeformableRegistration`, :class:`TranslationRegistration`
   are trainable systems (``fmdepth train --config configs/registration_*.yaml``) following
-  :class:`fmdepth.engine.system.System`; their :meth:`register` is fast inference.
+  :class:`fmdepth.core.system.System`; their :meth:`register` is fast inference.
 
 Similarities (:class:`Similarity`, lower = better): ``mse``; ``ncc`` (local normalised cross
 correlation, mono-modal or linearly related intensities); ``mi`` (Parzen mutual information,
@@ -776,7 +776,7 @@ class AffineRegistration(LearnedRegistration):
         return {"flow": affine_to_flow(A, H, W), "affine": A, "theta": theta}
 
     def training_step(self, batch, step: int, want_images: bool = False):
-        from fmdepth.engine.system import StepOutput
+        from fmdepth.core.system import StepOutput
 
         fixed, moving = to_gray(batch.fixed), to_gray(batch.moving)
         out = self.predict_flow(fixed, moving)
@@ -869,7 +869,7 @@ class DeformableRegistration(LearnedRegistration):
 
     def training_step(self, batch, step: int, want_images: bool = False):
         from fmdepth import losses
-        from fmdepth.engine.system import StepOutput
+        from fmdepth.core.system import StepOutput
 
         fixed, moving = to_gray(batch.fixed), to_gray(batch.moving)
         # before cascade_from_step, training runs the first pass alone (it learns the coarse field first)
@@ -945,7 +945,7 @@ class TranslationRegistration(LearnedRegistration):
 
     def training_step(self, batch, step: int, want_images: bool = False):
         from fmdepth import losses
-        from fmdepth.engine.system import StepOutput
+        from fmdepth.core.system import StepOutput
 
         fixed, moving = to_gray(batch.fixed), to_gray(batch.moving)
         out = self.predict_flow(fixed, moving)
@@ -1010,7 +1010,7 @@ def load_registration_checkpoint(path: str, map_location="cpu") -> LearnedRegist
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        from fmdepth.engine.checkpoint import load_checkpoint
+        from fmdepth.core.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path, map_location=map_location)
     except ImportError:  # pragma: no cover - engine always present in the package

@@ -237,7 +237,7 @@ def test_train_for_decays_the_learning_rate_and_checks_it():
 
 def test_semantic_task_builds_from_the_config(tmp_path):
     from fmdepth.config import ConfigError, load_config
-    from fmdepth.engine.tasks import build_task
+    from fmdepth.tasks import build_task
 
     cfg = load_config("configs/semantic_synthetic.yaml",
                       ["semantic.train_images=[astronaut]", "semantic.val_images=[camera]",
@@ -257,7 +257,7 @@ def test_semantic_task_builds_from_the_config(tmp_path):
 @pytest.mark.slow
 def test_semantic_training_through_the_engine(tmp_path):
     from fmdepth.config import load_config
-    from fmdepth.engine.trainer import train
+    from fmdepth.tasks import train
 
     cfg = load_config("configs/semantic_synthetic.yaml",
                       ["semantic.train_images=[astronaut]", "semantic.val_images=[camera]",
@@ -265,7 +265,7 @@ def test_semantic_training_through_the_engine(tmp_path):
                        "data.width=32", "train.batch_size=4", "train.epochs=1", "train.device=cpu"])
     train(cfg, str(tmp_path / "run"), progress=False)
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
-    from fmdepth.engine.checkpoint import load_checkpoint
+    from fmdepth.core.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pt"))
     assert "semantic" in ckpt["models"]
@@ -277,7 +277,7 @@ def test_semantic_training_through_the_engine(tmp_path):
                               finest_stride=s["finest_stride"], affine_prior=s["affine_prior"])
     aligner.load_state_dict(ckpt["models"]["semantic"])
     # and a later stage starts from it (semantic.init_checkpoint)
-    from fmdepth.engine.tasks import build_task
+    from fmdepth.tasks import build_task
 
     cfg2 = load_config("configs/semantic_synthetic.yaml",
                        ["semantic.train_images=[astronaut]", "semantic.val_images=[camera]",

@@ -8,8 +8,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fmdepth.config import config_from_dict
-from fmdepth.engine.system import StepOutput
-from fmdepth.engine.tasks import Task
+from fmdepth.core.system import StepOutput
+from fmdepth.core.task import Task
 
 
 class TinyData(Dataset):

@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
-from fmdepth.engine import checkpoint as ckpt_mod
-from fmdepth.engine.checkpoint import (REQUIRED_KEYS, CheckpointError, check_compatible,
+from fmdepth.core import checkpoint as ckpt_mod
+from fmdepth.core.checkpoint import (REQUIRED_KEYS, CheckpointError, check_compatible,
                                        get_rng_state, load_checkpoint, save_checkpoint,
                                        set_rng_state)
 

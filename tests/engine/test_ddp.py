@@ -8,7 +8,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from engine_tiny_system import tiny_config, tiny_task  # noqa: E402
 
-from fmdepth.engine.checkpoint import load_checkpoint  # noqa: E402
+from fmdepth.core.checkpoint import load_checkpoint  # noqa: E402
 from fmdepth.engine.trainer import train  # noqa: E402
 
 

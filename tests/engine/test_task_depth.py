@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fmdepth.config import config_from_dict
-from fmdepth.engine.task_depth import make_depth_validate, resolve_split_dir
+from fmdepth.tasks.depth import make_depth_validate, resolve_split_dir
 
 
 def test_resolve_split_dir(tmp_path):
@@ -53,8 +53,8 @@ def test_depth_validate_uses_median_scaling_and_the_metrics():
 @pytest.mark.slow
 def test_depth_task_trains_two_steps(tmp_path):
     from fmdepth.data.synthetic import render_dataset
-    from fmdepth.engine.checkpoint import load_checkpoint
-    from fmdepth.engine.trainer import train
+    from fmdepth.core.checkpoint import load_checkpoint
+    from fmdepth.tasks import train
 
     data = render_dataset(str(tmp_path / "synth"), drives=2, frames=8, height=64, width=224,
                           velodyne=False, supersample=1, progress=False)
@@ -96,8 +96,8 @@ def test_kitti_odometry_trains_then_evaluate_pose(odom_root, tmp_path, capsys):
     """data.dataset kitti_odom + split odom, then `fmdepth evaluate pose` on the held-out sequence."""
     from fmdepth.cli import main
     from fmdepth.data import KittiOdometryDataset
-    from fmdepth.engine.task_depth import build
-    from fmdepth.engine.trainer import train
+    from fmdepth.tasks.depth import build
+    from fmdepth.tasks import train
 
     cfg = _tiny_cfg(odom_root, "kitti_odom", "odom")
     task = build(cfg)
@@ -120,7 +120,7 @@ def test_kitti_odometry_trains_then_evaluate_pose(odom_root, tmp_path, capsys):
 def test_kitti_odometry_without_calib_names_the_file(odom_root, tmp_path):
     import shutil
 
-    from fmdepth.engine.task_depth import build
+    from fmdepth.tasks.depth import build
 
     root = tmp_path / "copy"
     shutil.copytree(odom_root, root, symlinks=True)
@@ -217,7 +217,7 @@ def test_folder_bad_input_one_line(odom_root, tmp_path):
 
     from fmdepth.config import config_from_dict
     from fmdepth.data.folder import FrameSource, read_intrinsics_file
-    from fmdepth.engine.task_depth import build
+    from fmdepth.tasks.depth import build
 
     frames = _synth_frames(odom_root)
     few = tmp_path / "few"
@@ -262,7 +262,7 @@ def test_folder_bad_input_one_line(odom_root, tmp_path):
 def test_stereo_depth_range_is_checked_against_the_metric_baseline(odom_root, tmp_path):
     import shutil
 
-    from fmdepth.engine.task_depth import build, stereo_start_disparity
+    from fmdepth.tasks.depth import build, stereo_start_disparity
 
     # KITTI: fx = 0.58 W, baseline 0.54 m; Monodepth2's range 0.1..100 in metres vs its metric equivalent
     assert stereo_start_disparity(0.58, 0.54, 0.1, 100.0) == pytest.approx(1.5676, abs=1e-4)
@@ -286,7 +286,7 @@ def test_stereo_depth_range_is_checked_against_the_metric_baseline(odom_root, tm
 @pytest.mark.slow
 @pytest.mark.parametrize("frame_ids", [[0], [0, -1, 1]], ids=["stereo", "mono+stereo"])
 def test_stereo_and_mono_stereo_train_end_to_end(odom_root, tmp_path, frame_ids):
-    from fmdepth.engine.trainer import train
+    from fmdepth.tasks import train
 
     cfg = _tiny_cfg(odom_root, "synthetic", "splits", frame_ids=frame_ids, stereo=True)
     cfg.model.min_depth = 1.0
@@ -294,7 +294,7 @@ def test_stereo_and_mono_stereo_train_end_to_end(odom_root, tmp_path, frame_ids)
     cfg.loss.disp_norm = False
     res = train(cfg, str(tmp_path / "run"), progress=False)
     assert res.step == 2 and "abs_rel" in res.last_val
-    from fmdepth.engine.checkpoint import load_checkpoint
+    from fmdepth.core.checkpoint import load_checkpoint
 
     models = set(load_checkpoint(res.last_checkpoint)["models"])
     assert models == ({"depth"} if frame_ids == [0] else {"depth", "pose"})
@@ -309,7 +309,7 @@ def test_stereo_training_is_metric_without_median_scaling(tmp_path):
     from fmdepth.config import load_config
     from fmdepth.data import KittiRawDataset, collate_depth
     from fmdepth.data.synthetic import render_dataset
-    from fmdepth.engine.trainer import train
+    from fmdepth.tasks import train
     from fmdepth.metrics.depth import evaluate_depth_predictions
 
     data = render_dataset(str(tmp_path / "synth"), drives=3, frames=16, seed=1, height=64, width=224,

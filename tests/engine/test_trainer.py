@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from engine_tiny_system import tiny_config, tiny_task  # noqa: E402
 
 from fmdepth.config import ConfigError, load_config  # noqa: E402
-from fmdepth.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from fmdepth.core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from fmdepth.engine.trainer import NonFiniteLossError, lr_factor, train  # noqa: E402
 
 

@@ -87,8 +87,8 @@ def test_training_at_the_published_settings_starts(drive, tmp_path):
     grows from its initial ~4e-4 and the warped sources explain the target better than the
     un-warped ones on the training frames."""
     from fmdepth.data import KittiRawDataset, collate_depth
-    from fmdepth.engine.checkpoint import load_checkpoint
-    from fmdepth.engine.trainer import train
+    from fmdepth.core.checkpoint import load_checkpoint
+    from fmdepth.tasks import train
     from fmdepth.losses import photometric_error
     from fmdepth.geometry import disp_to_depth, inverse_warp
 

@@ -58,7 +58,7 @@ def test_generator_term_does_not_train_discriminator():
 def test_task_build_and_validate():
     from torch.utils.data import DataLoader
 
-    from fmdepth.engine.task_registration import build
+    from fmdepth.tasks.registration import build
 
     task = build(load_config(None, SMALL))
     loader = DataLoader(task.val_set, batch_size=2, collate_fn=task.collate_fn)
@@ -71,7 +71,7 @@ def test_task_build_and_validate():
 
 def test_checkpoint_round_trip(tmp_path):
     from fmdepth.config import config_to_dict
-    from fmdepth.engine.checkpoint import save_checkpoint
+    from fmdepth.core.checkpoint import save_checkpoint
 
     cfg = load_config(None, SMALL)
     system = build_registration_system(cfg)
@@ -112,7 +112,7 @@ def test_similarity_weight_zero_trains_on_epe_alone():
 def test_torch_synthetic_generator_config_and_task():
     from fmdepth.config import ConfigError
     from fmdepth.data.pairs import FastSyntheticPairDataset
-    from fmdepth.engine.task_registration import build
+    from fmdepth.tasks.registration import build
 
     cfg = load_config(None, SMALL + ["registration.synthetic_generator=torch", "registration.similarity_weight=0",
                                      "registration.supervised=1", "registration.modalities=[remap, same]"])

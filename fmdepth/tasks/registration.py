@@ -21,7 +21,7 @@ from typing import Dict
 
 from torch.utils.data import Subset
 
-from fmdepth.engine.tasks import Task
+from fmdepth.core.task import Task
 
 
 def validate_registration(system, loader, device) -> Dict[str, float]:

@@ -82,4 +82,4 @@ def check_system(system: Any) -> None:
                if not callable(getattr(system, m, None))]
     if missing:
         raise TypeError(f"{type(system).__name__} does not implement the System protocol: "
-                        f"missing {', '.join(missing)} (see fmdepth/engine/system.py)")
+                        f"missing {', '.join(missing)} (see fmdepth/core/system.py)")

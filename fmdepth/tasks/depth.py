@@ -25,7 +25,7 @@ from typing import Dict
 
 import torch
 
-from fmdepth.engine.tasks import Task
+from fmdepth.core.task import Task
 
 
 def resolve_split_dir(cfg) -> str:
@@ -124,7 +124,7 @@ def init_from_checkpoint(system, cfg) -> list:
         FileNotFoundError / ValueError: unreadable file, not a depth checkpoint, no network in
             common, or an architecture mismatch.
     """
-    from fmdepth.engine.checkpoint import load_checkpoint
+    from fmdepth.core.checkpoint import load_checkpoint
 
     path = cfg.model.init_checkpoint
     ckpt = load_checkpoint(path)

@@ -16,7 +16,7 @@ end-point error; best.pt follows ``pck@<semantic.pck_alpha>`` (higher is better)
 """
 from __future__ import annotations
 
-from fmdepth.engine.tasks import Task
+from fmdepth.core.task import Task
 
 
 def build(cfg) -> Task:
@@ -32,7 +32,7 @@ def build(cfg) -> Task:
                               refine_radius=s.refine_radius, finest_stride=s.finest_stride,
                               affine_prior=s.affine_prior)
     if s.init_checkpoint:
-        from fmdepth.engine.checkpoint import load_checkpoint
+        from fmdepth.core.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(s.init_checkpoint)
         if "semantic" not in ckpt["models"]:

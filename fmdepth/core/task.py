@@ -1,23 +1,15 @@
-"""Task registry: ``cfg.task`` -> the builder that makes a :class:`Task`.
+"""What the training loop receives: a system, its datasets and its validation.
 
-Each task lives in ``fmdepth/engine/task_<name>.py`` and defines ``build(cfg) -> Task``. Builders
-are imported lazily, so ``fmdepth train`` for one task never imports another task's code.
+:class:`Task` is the contract between the task builders (:mod:`fmdepth.tasks`) and the loop
+(:mod:`fmdepth.engine.trainer`), which only reads these fields.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
 from torch import nn
 from torch.utils.data import Dataset
-
-# task name -> "module:function"
-TASK_BUILDERS: Dict[str, str] = {
-    "depth": "fmdepth.engine.task_depth:build",
-    "registration": "fmdepth.engine.task_registration:build",
-    "semantic": "fmdepth.engine.task_semantic:build",
-}
 
 Validate = Callable[[nn.Module, Any, Any], Dict[str, float]]  # (system, loader, device) -> metrics
 
@@ -27,7 +19,7 @@ class Task:
     """Everything the engine needs to train one system.
 
     Attributes:
-        system: an ``nn.Module`` following :class:`fmdepth.engine.system.System`.
+        system: an ``nn.Module`` following :class:`fmdepth.core.system.System`.
         train_set: the training ``Dataset``.
         val_set: a validation ``Dataset`` or None (then no validation, no best.pt).
         collate_fn: batches samples (e.g. ``fmdepth.data.collate_depth``); None = torch default.
@@ -48,16 +40,3 @@ class Task:
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
             raise ValueError(f"Task.best_mode must be 'min' or 'max', got {self.best_mode!r}")
-
-
-def build_task(cfg) -> Task:
-    """Import ``fmdepth.engine.task_<cfg.task>`` and call its ``build(cfg)``."""
-    if cfg.task not in TASK_BUILDERS:
-        raise ValueError(f"config key 'task': unknown task '{cfg.task}'; "
-                         f"known: {', '.join(TASK_BUILDERS)}")
-    module_name, func_name = TASK_BUILDERS[cfg.task].split(":")
-    module = importlib.import_module(module_name)
-    task = getattr(module, func_name)(cfg)
-    if not isinstance(task, Task):
-        raise TypeError(f"{module_name}.{func_name} returned {type(task).__name__}, expected Task")
-    return task
