@@ -3,7 +3,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._checks import check_tensor
+from fmdepth.core.checks import check_tensor
 
 __all__ = ["scale_intrinsics", "intrinsics_pyramid", "invert_intrinsics", "disp_to_depth",
            "check_intrinsics"]

@@ -1,7 +1,7 @@
 """Diffeomorphic flow from a stationary velocity field, and the Jacobian determinant of a flow."""
 import torch
 
-from ._checks import check_tensor
+from fmdepth.core.checks import check_tensor
 from .warp import flow_warp
 
 __all__ = ["integrate_velocity", "jacobian_determinant"]

@@ -2,7 +2,7 @@
 import torch
 from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 
-from ._checks import check_same_device, check_tensor, geometry_dtype
+from fmdepth.core.checks import check_same_device, check_tensor, geometry_dtype
 
 __all__ = ["pose_vec_to_matrix", "invert_pose", "compose_pose"]
 

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_same_device, check_tensor, geometry_dtype
+from fmdepth.core.checks import check_same_device, check_tensor, geometry_dtype
 from .camera import _inverse_and_det, _singular
 from .grid import _key, homogeneous_pixels, normalized_grid, pixel_to_normalized_scale
 
