@@ -20,7 +20,7 @@ from torch import nn
 
 from fmdepth.geometry import inverse_warp
 
-from ._checks import as_compute, check_dims, check_min_size, check_tensor, compute_dtype
+from fmdepth.core.checks import as_compute, check_min_size, check_same_device, check_tensor, compute_dtype
 from .photometric import photometric_error, robust_l1
 from .smoothness import first_order_terms, second_order_terms
 
@@ -55,7 +55,7 @@ def feature_metric_loss(feat_tgt: torch.Tensor, feats_src: Sequence[torch.Tensor
     Returns:
         scalar loss (0 when no pixel is valid).
     """
-    check_tensor("feat_tgt", feat_tgt, "(B, C, h, w)")
+    sizes = check_tensor(feat_tgt, "feat_tgt", ("B", "C", "h", "w"))
     if isinstance(feats_src, torch.Tensor) or not isinstance(feats_src, (list, tuple)) or len(feats_src) == 0:
         raise ValueError("feats_src: expected a non-empty list of (B, C, h, w) tensors")
     if isinstance(src_T_tgt, torch.Tensor) or not isinstance(src_T_tgt, (list, tuple)):
@@ -63,13 +63,13 @@ def feature_metric_loss(feat_tgt: torch.Tensor, feats_src: Sequence[torch.Tensor
     if len(src_T_tgt) != len(feats_src):
         raise ValueError(f"src_T_tgt: expected {len(feats_src)} poses (one per source feature), got {len(src_T_tgt)}")
     for i, (f, T) in enumerate(zip(feats_src, src_T_tgt)):
-        check_tensor(f"feats_src[{i}]", f, "(B, C, h, w)")
-        check_dims("feat_tgt", feat_tgt, f"feats_src[{i}]", f, (0, 1, 2, 3), "(B, C, h, w) like feat_tgt")
+        check_tensor(f, f"feats_src[{i}]", ("B", "C", "h", "w"), sizes)
+        check_same_device(("feat_tgt", feat_tgt), (f"feats_src[{i}]", f))
         if not isinstance(T, torch.Tensor) or T.shape != (feat_tgt.shape[0], 4, 4):
             got = tuple(T.shape) if isinstance(T, torch.Tensor) else type(T).__name__
             raise ValueError(f"src_T_tgt[{i}]: expected shape ({feat_tgt.shape[0]}, 4, 4), got {got}")
-    check_tensor("depth_tgt", depth_tgt, "(B, 1, h, w)", channels=1)
-    check_dims("feat_tgt", feat_tgt, "depth_tgt", depth_tgt, (0, 2, 3), "(B, 1, h, w) at feature resolution")
+    check_tensor(depth_tgt, "depth_tgt", ("B", 1, "h", "w"), sizes)
+    check_same_device(("feat_tgt", feat_tgt), ("depth_tgt", depth_tgt))
     if not isinstance(K, torch.Tensor) or K.shape != (feat_tgt.shape[0], 3, 3):
         got = tuple(K.shape) if isinstance(K, torch.Tensor) else type(K).__name__
         raise ValueError(f"K: expected shape ({feat_tgt.shape[0]}, 3, 3) at feature resolution, got {got}")
@@ -77,7 +77,8 @@ def feature_metric_loss(feat_tgt: torch.Tensor, feats_src: Sequence[torch.Tensor
         if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[1] != 1:
             got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask: expected shape (B, 1, h, w), got {got}")
-        check_dims("feat_tgt", feat_tgt, "mask", mask, (0, 2, 3), "(B, 1, h, w) at feature resolution")
+        check_tensor(mask, "mask", ("B", 1, "h", "w"), sizes, floating=False)
+        check_same_device(("feat_tgt", feat_tgt), ("mask", mask))
 
     dtype = compute_dtype(feat_tgt, *feats_src)
     feat_tgt = feat_tgt.to(dtype)
@@ -111,10 +112,6 @@ def _resize_like(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 ImageArg = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
-def _check_image(image, name: str = "image") -> None:
-    check_tensor(name, image, "(B, 3, H, W)")
-
-
 def reconstruction_loss(recon: Sequence[torch.Tensor], image: ImageArg) -> torch.Tensor:
     """FeatureNet reconstruction loss: mean over scales of ``mean photometric_error(recon_s, I_s)``.
 
@@ -133,20 +130,20 @@ def reconstruction_loss(recon: Sequence[torch.Tensor], image: ImageArg) -> torch
         raise ValueError(f"image: expected at least {len(recon)} per-scale images, got {len(image)}")
     total = None
     for s, r in enumerate(recon):
-        check_tensor(f"recon[{s}]", r, "(B, 3, h, w)")
+        sizes = check_tensor(r, f"recon[{s}]", ("B", 3, "h", "w"))
         img = image[s] if per_scale else image
-        _check_image(img, f"image[{s}]" if per_scale else "image")
-        check_dims(f"recon[{s}]", r, "image", img, (0, 1), "(B, 3, H, W) with the reconstruction's B and C")
+        check_tensor(img, f"image[{s}]" if per_scale else "image", ("B", 3, "H", "W"), sizes)
+        check_same_device((f"recon[{s}]", r), ("image", img))
         term = photometric_error(r, _resize_like(img.to(r.dtype), r.shape[-2], r.shape[-1])).mean()
         total = term if total is None else total + term
     return total / len(recon)
 
 
 def _feature_and_image(feature: torch.Tensor, image: torch.Tensor, min_size: int):
-    check_tensor("feature", feature, "(B, C, h, w)")
-    _check_image(image)
-    check_dims("feature", feature, "image", image, (0,), "(B, 3, H, W) with the feature's batch size")
-    check_min_size("feature", feature, min_size, min_size, f"order-{min_size - 1} differences")
+    sizes = check_tensor(feature, "feature", ("B", "C", "h", "w"))
+    check_tensor(image, "image", ("B", 3, "H", "W"), sizes)
+    check_same_device(("feature", feature), ("image", image))
+    check_min_size(feature, "feature", min_size, min_size, f"order-{min_size - 1} differences")
     feature, image = as_compute(feature, image)
     return feature, _resize_like(image, feature.shape[-2], feature.shape[-1])
 

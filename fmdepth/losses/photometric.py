@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ._checks import as_compute, check_dims, check_min_size, check_same_shape, check_tensor
+from fmdepth.core.checks import as_compute, check_min_size, check_same_device, check_tensor
 
 __all__ = [
     "SSIM_C1", "SSIM_C2", "ssim", "robust_l1", "photometric_error", "min_reprojection", "automask",
@@ -144,10 +144,10 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         >>> ssim(x, x).shape, bool(torch.allclose(ssim(x, x), torch.ones(1)))
         (torch.Size([2, 3, 8, 10]), True)
     """
-    check_tensor("x", x, "(B, C, H, W)")
-    check_tensor("y", y, "(B, C, H, W)")
-    check_same_shape("x", x, "y", y, "(B, C, H, W)")
-    check_min_size("x", x, 2, 2, "3x3 window with reflection padding")
+    sizes = check_tensor(x, "x", ("B", "C", "H", "W"))
+    check_tensor(y, "y", ("B", "C", "H", "W"), sizes)
+    check_same_device(("x", x), ("y", y))
+    check_min_size(x, "x", 2, 2, "3x3 window with reflection padding")
     x, y = as_compute(x, y)
     return _SSIMFunction.apply(x, y)
 
@@ -192,9 +192,9 @@ def photometric_error(pred: torch.Tensor, target: torch.Tensor, ssim_weight: flo
         >>> photometric_error(img, img).abs().max().item()
         0.0
     """
-    check_tensor("pred", pred, "(B, C, H, W)")
-    check_tensor("target", target, "(B, C, H, W)")
-    check_same_shape("pred", pred, "target", target, "(B, C, H, W)")
+    sizes = check_tensor(pred, "pred", ("B", "C", "H", "W"))
+    check_tensor(target, "target", ("B", "C", "H", "W"), sizes)
+    check_same_device(("pred", pred), ("target", target))
     if not 0.0 <= ssim_weight <= 1.0:
         raise ValueError(f"ssim_weight: expected a value in [0, 1], got {ssim_weight}")
     pred, target = as_compute(pred, target)
@@ -219,7 +219,7 @@ def min_reprojection(errors: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         ``(min, argmin)``: (B, 1, H, W) minimum error (gradient flows to the chosen source only)
         and (B, 1, H, W) int64 index of the chosen source.
     """
-    check_tensor("errors", errors, "(B, S, H, W)")
+    check_tensor(errors, "errors", ("B", "S", "H", "W"))
     if errors.shape[1] < 1:
         raise ValueError(f"errors: expected shape (B, S, H, W) with S >= 1, got {tuple(errors.shape)}")
     values, indices = torch.min(errors, dim=1, keepdim=True)
@@ -244,10 +244,9 @@ def automask(reprojection_errors: torch.Tensor, identity_errors: torch.Tensor, n
     Returns:
         (B, 1, H, W) float mask (1 = keep) in the dtype of ``reprojection_errors``, no gradient.
     """
-    check_tensor("reprojection_errors", reprojection_errors, "(B, S, H, W)")
-    check_tensor("identity_errors", identity_errors, "(B, S', H, W)")
-    check_dims("reprojection_errors", reprojection_errors, "identity_errors", identity_errors, (0, 2, 3),
-               "(B, S', H, W)")
+    sizes = check_tensor(reprojection_errors, "reprojection_errors", ("B", "S", "H", "W"))
+    check_tensor(identity_errors, "identity_errors", ("B", "S'", "H", "W"), sizes)
+    check_same_device(("reprojection_errors", reprojection_errors), ("identity_errors", identity_errors))
     if noise < 0:
         raise ValueError(f"noise: expected a non-negative value, got {noise}")
     with torch.no_grad():

@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from ._checks import as_compute, check_dims, check_min_size, check_tensor
+from fmdepth.core.checks import as_compute, check_min_size, check_same_device, check_tensor
 
 __all__ = [
     "gradient_x", "gradient_y", "edge_aware_smoothness", "flow_smoothness", "bilateral_smoothness",
@@ -83,12 +83,12 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor, order: int = 
         >>> float(edge_aware_smoothness(disp, torch.zeros(1, 3, 4, 8), order=2))
         0.0
     """
-    check_tensor("disp", disp, "(B, 1, H, W)", channels=1)
-    check_tensor("image", image, "(B, C, H, W)")
-    check_dims("disp", disp, "image", image, (0, 2, 3), "(B, C, H, W) at the disparity's resolution")
+    sizes = check_tensor(disp, "disp", ("B", 1, "H", "W"))
+    check_tensor(image, "image", ("B", "C", "H", "W"), sizes)
+    check_same_device(("disp", disp), ("image", image))
     if order not in (1, 2):
         raise ValueError(f"order: expected 1 or 2, got {order!r}")
-    check_min_size("disp", disp, order + 1, order + 1, f"order-{order} differences")
+    check_min_size(disp, "disp", order + 1, order + 1, f"order-{order} differences")
     disp, image = as_compute(disp, image)
     if normalize:
         disp = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
@@ -106,8 +106,8 @@ def flow_smoothness(flow: torch.Tensor) -> torch.Tensor:
     Returns:
         scalar (0 for a constant flow; a ramp u = a·x gives a^2 / 4 for a flow with one component).
     """
-    check_tensor("flow", flow, "(B, 2, H, W)", channels=2)
-    check_min_size("flow", flow, 2, 2, "forward differences")
+    check_tensor(flow, "flow", ("B", 2, "H", "W"))
+    check_min_size(flow, "flow", 2, 2, "forward differences")
     (flow,) = as_compute(flow)
     return 0.5 * (gradient_x(flow).pow(2).mean() + gradient_y(flow).pow(2).mean())
 
@@ -144,10 +144,10 @@ def bilateral_smoothness(flow: torch.Tensor, image: torch.Tensor, alpha: float =
     Returns:
         scalar loss (0 for a constant flow).
     """
-    check_tensor("flow", flow, "(B, 2, H, W)", channels=2)
-    check_tensor("image", image, "(B, C, H, W)")
-    check_dims("flow", flow, "image", image, (0, 2, 3), "(B, C, H, W) at the flow's resolution")
-    check_min_size("flow", flow, 2, 2, "neighbour differences")
+    sizes = check_tensor(flow, "flow", ("B", 2, "H", "W"))
+    check_tensor(image, "image", ("B", "C", "H", "W"), sizes)
+    check_same_device(("flow", flow), ("image", image))
+    check_min_size(flow, "flow", 2, 2, "neighbour differences")
     if alpha < 0:
         raise ValueError(f"alpha: expected a non-negative value, got {alpha}")
     flow, image = as_compute(flow, image)

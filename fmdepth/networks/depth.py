@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmdepth.core.checks import check_tensor
+
 from .resnet import ResnetEncoder
 
 DEPTH_DECODERS = ("monodepth2", "featdepth")  # DepthNet(decoder=...): see DepthNet
@@ -49,9 +51,7 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 
 def check_image(image: torch.Tensor, name: str = "image", channels: int = 3, multiple: int = 32) -> None:
     """ValueError unless ``image`` is (B, channels, H, W) with H and W multiples of ``multiple``."""
-    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != channels:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"{name} must be (B, {channels}, H, W), got {shape}")
+    check_tensor(image, name, ("B", channels, "H", "W"))
     h, w = image.shape[-2:]
     if h % multiple or w % multiple or h < 2 * multiple or w < 2 * multiple:
         raise ValueError(f"{name} height and width must be multiples of {multiple} and at least "

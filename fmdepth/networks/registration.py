@@ -12,10 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _check_image(x: torch.Tensor, name: str, channels: int) -> None:
-    if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name}: expected (B, {channels}, H, W), got {tuple(x.shape)}")
+from fmdepth.core.checks import check_tensor
 
 
 def _pad_to(x: torch.Tensor, multiple: int):
@@ -84,7 +81,7 @@ class UNetFlow(nn.Module):
             raise ValueError(f"fixed/moving: expected (B, C, H, W) of equal B, H, W, got "
                              f"{tuple(fixed.shape)} and {tuple(moving.shape)}")
         x = torch.cat([fixed, moving], dim=1)
-        _check_image(x, "cat(fixed, moving)", self.in_channels)
+        check_tensor(x, "cat(fixed, moving)", ("B", self.in_channels, "H", "W"))
         x, (h, w) = _pad_to(x, 2 ** self.depth)
         skips: List[torch.Tensor] = [self.stem(x)]
         for block in self.down:
@@ -133,7 +130,7 @@ class AffineRegressor(nn.Module):
         if moving.shape[-2:] != fixed.shape[-2:]:
             moving = F.interpolate(moving, size=fixed.shape[-2:], mode="bilinear", align_corners=True)
         x = torch.cat([fixed, moving], dim=1)
-        _check_image(x, "cat(fixed, moving)", self.in_channels)
+        check_tensor(x, "cat(fixed, moving)", ("B", self.in_channels, "H", "W"))
         feat = self.features(x).mean(dim=(2, 3))  # (B, C)
         return self.fc(feat).view(-1, 2, 3)
 
@@ -180,7 +177,7 @@ class ResnetTranslator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        _check_image(image, "image", self.in_channels)
+        check_tensor(image, "image", ("B", self.in_channels, "H", "W"))
         x, (h, w) = _pad_to(image, 2 ** self.num_down)
         return self.net(x)[..., :h, :w]
 
@@ -208,5 +205,5 @@ class PatchDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, "x", self.in_channels)
+        check_tensor(x, "x", ("B", self.in_channels, "H", "W"))
         return self.net(x)
