@@ -44,8 +44,19 @@ from fmdepth.config import load_config  # noqa: E402
 ARMS = {
     "photometric": ["loss.feature_metric=0.0"],
     "two_stage": ["loss.mode=two_stage", "loss.feature_metric=0.001"],
+    # controls: the same recipe with a feature-metric weight too small to matter (any difference
+    # from `photometric` is then a perturbation amplified by training), and a 100x larger weight
+    "two_stage_tiny": ["loss.mode=two_stage", "loss.feature_metric=1e-8"],
+    "two_stage_strong": ["loss.mode=two_stage", "loss.feature_metric=0.1"],
     "joint": ["loss.mode=joint", "loss.feature_metric=0.001"],
 }
+
+
+def is_two_stage(arm: str) -> bool:
+    """Arms trained with the two-stage recipe (stage 1 FeatureNet, then depth in ``stage2/``)."""
+    return arm.startswith("two_stage")
+
+
 METRICS = ("abs_rel", "sq_rel", "rmse", "a1")
 EXAMPLE_INDEX = 20  # test frame shown in the figure
 LEVELS = (0, 1, 2)  # FeatureNet encoder levels in the landscape check (the loss uses level 0)
@@ -212,7 +223,7 @@ def run_one(args, data: str, arm: str, seed: int) -> dict:
     if os.path.isdir(run_dir) and not args.resume:
         shutil.rmtree(run_dir)
     info = {"arm": arm, "seed": seed, "steps": args.steps, "stage1_steps": 0, "stage1_seconds": 0.0}
-    if arm == "two_stage":
+    if is_two_stage(arm):
         (_, cfg1, dir1), (_, cfg, dir2) = two_stage_configs(cfg, run_dir)
         if args.resume:  # stage 1 finished before: not redone
             info.update(stage1_steps=_checkpoint_step(dir1))
@@ -347,7 +358,7 @@ def read_run(args, arm: str, seed: int, step: int):
     reached ``step``). The learning rate is constant after the 20-step warm-up (synth_quick has no
     decay), so the state at ``step`` does not depend on the run's own ``--steps``."""
     run_dir = os.path.join(args.out, "runs", f"{arm}_s{seed}")
-    depth_dir = os.path.join(run_dir, "stage2") if arm == "two_stage" else run_dir
+    depth_dir = os.path.join(run_dir, "stage2") if is_two_stage(arm) else run_dir
     path = os.path.join(depth_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         return None
@@ -364,7 +375,7 @@ def read_run(args, arm: str, seed: int, step: int):
             if b["step"] > a["step"]]
     sps = float(np.median(gaps)) if gaps else float("nan")
     stage1 = 0
-    if arm == "two_stage":
+    if is_two_stage(arm):
         stage1 = int(torch.load(os.path.join(run_dir, "stage1", "checkpoints", "last.pt"), map_location="cpu",
                                 weights_only=True)["step"])
     fm = [r["feature_metric"] for r in train if "feature_metric" in r]
@@ -396,7 +407,8 @@ def figure(args, data: str, results, const, path: str, land=None) -> None:
     import matplotlib.pyplot as plt
     from fmdepth.data.synthetic import TEXTURELESS
 
-    colours = {"photometric": "tab:blue", "two_stage": "tab:red", "joint": "tab:green"}
+    colours = {"photometric": "tab:blue", "two_stage": "tab:red", "joint": "tab:green",
+               "two_stage_tiny": "tab:grey", "two_stage_strong": "tab:purple"}
     fig = plt.figure(figsize=(15, 8.5))
     gs = fig.add_gridspec(2, 5, height_ratios=[1.25, 1.0])
     for col, (key, title, ckey) in enumerate([("abs_rel", "Abs Rel, all pixels", "overall"),
@@ -436,7 +448,7 @@ def figure(args, data: str, results, const, path: str, land=None) -> None:
     label = np.asarray(sample.label)[0]
     valid = (gt > 1e-3) & (gt < 80)
     def example(arm, seed):
-        sub = "stage2" if arm == "two_stage" else ""
+        sub = "stage2" if is_two_stage(arm) else ""
         return os.path.join(args.out, "runs", f"{arm}_s{seed}", sub, "examples", f"step_{args.steps}.npy")
 
     have = [r["seed"] for r in results.get("photometric", [])
@@ -460,7 +472,7 @@ def figure(args, data: str, results, const, path: str, land=None) -> None:
 
 
 def write_doc(path: str, args, results, const, land, command_lines) -> str:
-    arms = [a for a in ("photometric", "two_stage", "joint") if a in results]
+    arms = [a for a in ARMS if a in results]
     lines = ["# Experiments", "",
              "## Feature-metric vs photometric-only loss on textureless synthetic scenes", "",
              "Produced by `bench/experiment_textureless.py` (rerun it to regenerate this section).", "",
