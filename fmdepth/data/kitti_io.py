@@ -1,6 +1,8 @@
 """Readers for KITTI files: calibration text files, velodyne scans, images -- with clear errors.
 
-Every reader names the file and what it expected when the input is missing or malformed.
+Every reader names the file and what it expected when the input is missing or malformed. The
+file names, calibration keys and frame names below are the format's one description, shared
+with the writers in :mod:`fmdepth.data.kitti_write`.
 """
 from __future__ import annotations
 
@@ -8,6 +10,43 @@ import os
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+
+# --------------------------------------------------------------------------------------- format
+#: Calibration files of a KITTI raw recording day (``<root>/<date>/``).
+RAW_CAM_TO_CAM = "calib_cam_to_cam.txt"
+RAW_VELO_TO_CAM = "calib_velo_to_cam.txt"
+RAW_IMU_TO_VELO = "calib_imu_to_velo.txt"
+#: Calibration file of a KITTI odometry sequence (``<root>/sequences/NN/``).
+ODOMETRY_CALIB = "calib.txt"
+#: Per-camera entries of ``calib_cam_to_cam.txt`` in file order, named ``<entry>_<cc>`` (cc = 00..03).
+RAW_CAMERA_ENTRIES = ("S", "K", "D", "R", "T", "S_rect", "R_rect", "P_rect")
+#: Entries of ``calib_velo_to_cam.txt`` / ``calib_imu_to_velo.txt``: rotation (3 x 3), translation (3).
+RIGID_ROTATION_KEY = "R"
+RIGID_TRANSLATION_KEY = "T"
+#: Key of the velodyne -> rectified cam0 transform (3 x 4) in an odometry ``calib.txt``.
+ODOMETRY_VELO_KEY = "Tr"
+#: Values of one velodyne return in a ``.bin`` scan: float32 x, y, z, reflectance.
+VELODYNE_FIELDS = 4
+
+
+def raw_key(entry: str, cam: str) -> str:
+    """Key of a per-camera ``calib_cam_to_cam.txt`` entry: ``raw_key("P_rect", "02") == "P_rect_02"``."""
+    return f"{entry}_{cam}"
+
+
+def odometry_key(cam: str) -> str:
+    """Key of a camera's projection in an odometry ``calib.txt``: ``odometry_key("2") == "P2"``."""
+    return f"P{cam}"
+
+
+def raw_frame_name(index: int, ext: str) -> str:
+    """File name of frame ``index`` in a KITTI raw folder (``0000000042.png``)."""
+    return f"{index:010d}{ext}"
+
+
+def odometry_frame_name(index: int, ext: str) -> str:
+    """File name of frame ``index`` in a KITTI odometry sequence folder (``000042.png``)."""
+    return f"{index:06d}{ext}"
 
 
 # ---------------------------------------------------------------------------------- calibration
@@ -56,26 +95,26 @@ class RawCalibration:
     """
 
     def __init__(self, date_dir: str, need_velodyne: bool = False):
-        cam_path = os.path.join(date_dir, "calib_cam_to_cam.txt")
+        cam_path = os.path.join(date_dir, RAW_CAM_TO_CAM)
         cam = read_calib_file(cam_path)
         self.cam_path = cam_path
-        self.P_rect = {c: _get(cam, f"P_rect_{c}", 12, cam_path).reshape(3, 4) for c in ("02", "03")}
+        self.P_rect = {c: _get(cam, raw_key("P_rect", c), 12, cam_path).reshape(3, 4) for c in ("02", "03")}
         self.R_rect_00 = np.eye(4)
-        self.R_rect_00[:3, :3] = _get(cam, "R_rect_00", 9, cam_path).reshape(3, 3)
+        self.R_rect_00[:3, :3] = _get(cam, raw_key("R_rect", "00"), 9, cam_path).reshape(3, 3)
         self.size: Dict[str, Tuple[int, int]] = {}
         for c in ("02", "03"):
-            key = f"S_rect_{c}"
+            key = raw_key("S_rect", c)
             if key in cam and cam[key].size == 2:
                 w, h = cam[key]
                 self.size[c] = (int(round(h)), int(round(w)))
-        velo_path = os.path.join(date_dir, "calib_velo_to_cam.txt")
+        velo_path = os.path.join(date_dir, RAW_VELO_TO_CAM)
         self.velo_path = velo_path
         self.velo_to_cam: Optional[np.ndarray] = None
         if os.path.isfile(velo_path):
             velo = read_calib_file(velo_path)
             T = np.eye(4)
-            T[:3, :3] = _get(velo, "R", 9, velo_path).reshape(3, 3)
-            T[:3, 3] = _get(velo, "T", 3, velo_path)
+            T[:3, :3] = _get(velo, RIGID_ROTATION_KEY, 9, velo_path).reshape(3, 3)
+            T[:3, 3] = _get(velo, RIGID_TRANSLATION_KEY, 3, velo_path)
             self.velo_to_cam = T
         elif need_velodyne:
             raise FileNotFoundError(f"calibration file not found: {velo_path}")
@@ -102,11 +141,11 @@ class OdometryCalibration:
     def __init__(self, path: str):
         calib = read_calib_file(path)
         self.path = path
-        self.P = {c: _get(calib, f"P{c}", 12, path).reshape(3, 4) for c in ("2", "3")}
+        self.P = {c: _get(calib, odometry_key(c), 12, path).reshape(3, 4) for c in ("2", "3")}
         self.velo_to_cam: Optional[np.ndarray] = None
-        if "Tr" in calib:
+        if ODOMETRY_VELO_KEY in calib:
             T = np.eye(4)
-            T[:3] = _get(calib, "Tr", 12, path).reshape(3, 4)
+            T[:3] = _get(calib, ODOMETRY_VELO_KEY, 12, path).reshape(3, 4)
             self.velo_to_cam = T
 
     def K(self, cam: str) -> np.ndarray:
@@ -117,7 +156,7 @@ class OdometryCalibration:
 
     def velo_to_image(self, cam: str = "2") -> np.ndarray:
         if self.velo_to_cam is None:
-            raise ValueError(f"{self.path}: no 'Tr' (velodyne -> camera) entry")
+            raise ValueError(f"{self.path}: no '{ODOMETRY_VELO_KEY}' (velodyne -> camera) entry")
         return self.P[cam] @ self.velo_to_cam
 
 
@@ -127,10 +166,10 @@ def load_velodyne(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"velodyne scan not found: {path}")
     size = os.path.getsize(path)
-    if size % 16:
+    if size % (4 * VELODYNE_FIELDS):
         raise ValueError(f"{path}: {size} bytes is not a whole number of (x, y, z, r) float32 points "
                          "(truncated velodyne file?)")
-    return np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    return np.fromfile(path, dtype=np.float32).reshape(-1, VELODYNE_FIELDS)
 
 
 #: Pixel conventions of :func:`velodyne_depth_map`: "kitti" (default) is the KITTI devkit's and
