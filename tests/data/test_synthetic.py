@@ -169,7 +169,7 @@ def test_deterministic_for_a_seed(tmp_path):
 def test_output_is_atomic(tmp_path, monkeypatch):
     out = tmp_path / "half"
     calls = {"n": 0}
-    real = synthetic._write_png
+    real = synthetic.dataset.write_png
 
     def failing(path, image):
         calls["n"] += 1
@@ -177,12 +177,12 @@ def test_output_is_atomic(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         real(path, image)
 
-    monkeypatch.setattr(synthetic, "_write_png", failing)
+    monkeypatch.setattr(synthetic.dataset, "write_png", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         render_dataset(str(out), drives=2, frames=3, height=32, width=96, velodyne=False, progress=False)
     assert not out.exists()
     assert os.listdir(tmp_path) == []  # the temporary folder was removed too
-    monkeypatch.setattr(synthetic, "_write_png", real)
+    monkeypatch.setattr(synthetic.dataset, "write_png", real)
     done = render_dataset(str(out), drives=2, frames=3, height=32, width=96, velodyne=False, progress=False)
     with pytest.raises(FileExistsError, match=str(out)):
         render_dataset(done, drives=2, frames=3, height=32, width=96, velodyne=False, progress=False)
