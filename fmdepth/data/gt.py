@@ -29,7 +29,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .kitti_io import PIXEL_CONVENTIONS as _PIXEL_CONVENTIONS
-from .kitti_io import OdometryCalibration, RawCalibration, load_velodyne, velodyne_depth_map
+from .kitti_io import (ODOMETRY_CALIB, OdometryCalibration, RawCalibration, load_velodyne, odometry_frame_name,
+                       raw_frame_name, velodyne_depth_map)
 from .splits import Entry, read_split
 
 DEPTH_VALUES = ("velodyne-x", "camera-z")
@@ -47,7 +48,7 @@ def gt_depth_for_entry(root: str, entry: Entry, depth: str = "velodyne-x", dense
     cache = {} if _cache is None else _cache
     if dense:
         sub = "depth" if side == "l" else "depth_03"
-        path = os.path.join(root, "gt", folder, sub, f"{frame:010d}.npy")
+        path = os.path.join(root, "gt", folder, sub, raw_frame_name(frame, ".npy"))
         if not os.path.isfile(path):
             raise FileNotFoundError(f"dense ground truth not found: {path} (--dense needs a dataset "
                                     "written by `fmdepth synth`)")
@@ -62,12 +63,12 @@ def gt_depth_for_entry(root: str, entry: Entry, depth: str = "velodyne-x", dense
         seq = os.path.join(root, "sequences", f"{int(folder):02d}")
         key = ("odom", seq)
         if key not in cache:
-            cache[key] = OdometryCalibration(os.path.join(seq, "calib.txt"))
+            cache[key] = OdometryCalibration(os.path.join(seq, ODOMETRY_CALIB))
         calib = cache[key]
         cam = "2" if side == "l" else "3"
-        img = os.path.join(seq, f"image_{cam}", f"{frame:06d}.png")
+        img = os.path.join(seq, f"image_{cam}", odometry_frame_name(frame, ".png"))
         size = _image_size_any(img)
-        velo = os.path.join(seq, "velodyne", f"{frame:06d}.bin")
+        velo = os.path.join(seq, "velodyne", odometry_frame_name(frame, ".bin"))
         v2i = calib.velo_to_image(cam)  # odometry: Tr maps into the rectified cam0 frame
     else:
         date_dir = os.path.join(root, folder.split("/")[0])
@@ -78,8 +79,8 @@ def gt_depth_for_entry(root: str, entry: Entry, depth: str = "velodyne-x", dense
         cam = "02" if side == "l" else "03"
         size = calib.size.get(cam)
         if size is None:
-            size = _image_size_any(os.path.join(root, folder, f"image_{cam}", "data", f"{frame:010d}.png"))
-        velo = os.path.join(root, folder, "velodyne_points", "data", f"{frame:010d}.bin")
+            size = _image_size_any(os.path.join(root, folder, f"image_{cam}", "data", raw_frame_name(frame, ".png")))
+        velo = os.path.join(root, folder, "velodyne_points", "data", raw_frame_name(frame, ".bin"))
         v2i = calib.velo_to_image(cam)
     points = load_velodyne(velo)
     return velodyne_depth_map(points, v2i, size[0], size[1], depth, pixel)

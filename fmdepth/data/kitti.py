@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 
 from .augment import ColorJitterParams, flip_intrinsics, level_sizes
 from .batch import DepthSample, FrameId
-from .kitti_io import OdometryCalibration, RawCalibration, load_velodyne, open_image, velodyne_depth_map
+from .kitti_io import (ODOMETRY_CALIB, RAW_CAM_TO_CAM, RAW_VELO_TO_CAM, OdometryCalibration, RawCalibration,
+                       load_velodyne, odometry_frame_name, open_image, raw_frame_name, velodyne_depth_map)
 from .splits import Entry, read_split
 
 EntriesArg = Union[str, "os.PathLike[str]", Sequence[Entry]]
@@ -308,13 +309,13 @@ class KittiRawDataset(MonoSequenceDataset):
         super().__init__(*args, **kwargs)
 
     def image_path(self, folder: str, frame: int, side: str) -> str:
-        return os.path.join(self.root, folder, f"image_{self.SIDES[side]}", "data", f"{frame:010d}{self.img_ext}")
+        return os.path.join(self.root, folder, f"image_{self.SIDES[side]}", "data", raw_frame_name(frame, self.img_ext))
 
     def _date_dir(self, folder: str) -> str:
         return os.path.join(self.root, folder.split("/")[0])
 
     def _calib_files(self, folder: str) -> List[str]:
-        return [os.path.join(self._date_dir(folder), "calib_cam_to_cam.txt")]
+        return [os.path.join(self._date_dir(folder), RAW_CAM_TO_CAM)]
 
     def _load_calib(self, folder: str) -> _Calib:
         raw = RawCalibration(self._date_dir(folder))
@@ -323,14 +324,14 @@ class KittiRawDataset(MonoSequenceDataset):
 
     def dense_gt_path(self, folder: str, frame: int, side: str, kind: str = "depth") -> str:
         sub = kind if side == "l" else f"{kind}_03"
-        return os.path.join(self.root, "gt", folder, sub, f"{frame:010d}.npy")
+        return os.path.join(self.root, "gt", folder, sub, raw_frame_name(frame, ".npy"))
 
     def velodyne_path(self, folder: str, frame: int) -> str:
-        return os.path.join(self.root, folder, "velodyne_points", "data", f"{frame:010d}.bin")
+        return os.path.join(self.root, folder, "velodyne_points", "data", raw_frame_name(frame, ".bin"))
 
     def _gt_files(self, folder, frame, side):
         return [[self.dense_gt_path(folder, frame, side)],
-                [self.velodyne_path(folder, frame), os.path.join(self._date_dir(folder), "calib_velo_to_cam.txt")]]
+                [self.velodyne_path(folder, frame), os.path.join(self._date_dir(folder), RAW_VELO_TO_CAM)]]
 
     def _load_gt(self, folder, frame, side, calib):
         dense = self.dense_gt_path(folder, frame, side)
@@ -342,7 +343,7 @@ class KittiRawDataset(MonoSequenceDataset):
         cam = self.SIDES[side]
         if calib.velo_to_image[cam] is None:
             raise FileNotFoundError(f"calibration file not found: "
-                                    f"{os.path.join(self._date_dir(folder), 'calib_velo_to_cam.txt')}")
+                                    f"{os.path.join(self._date_dir(folder), RAW_VELO_TO_CAM)}")
         h, w = calib.size.get(cam) or _image_size(self.image_path(folder, frame, side))
         points = load_velodyne(self.velodyne_path(folder, frame))
         return velodyne_depth_map(points, calib.velo_to_image[cam], h, w, self.gt_value), None
@@ -365,18 +366,18 @@ class KittiOdometryDataset(MonoSequenceDataset):
             return os.path.join(self.root, "sequences", folder)
 
     def image_path(self, folder: str, frame: int, side: str) -> str:
-        return os.path.join(self._seq_dir(folder), f"image_{self.SIDES[side]}", f"{frame:06d}{self.img_ext}")
+        return os.path.join(self._seq_dir(folder), f"image_{self.SIDES[side]}", odometry_frame_name(frame, self.img_ext))
 
     def _calib_files(self, folder: str) -> List[str]:
-        return [os.path.join(self._seq_dir(folder), "calib.txt")]
+        return [os.path.join(self._seq_dir(folder), ODOMETRY_CALIB)]
 
     def _load_calib(self, folder: str) -> _Calib:
-        odo = OdometryCalibration(os.path.join(self._seq_dir(folder), "calib.txt"))
+        odo = OdometryCalibration(os.path.join(self._seq_dir(folder), ODOMETRY_CALIB))
         v2i = {c: (odo.velo_to_image(c) if odo.velo_to_cam is not None else None) for c in ("2", "3")}
         return _Calib({c: odo.K(c) for c in ("2", "3")}, odo.baseline(), {}, v2i, odo.path)
 
     def velodyne_path(self, folder: str, frame: int) -> str:
-        return os.path.join(self._seq_dir(folder), "velodyne", f"{frame:06d}.bin")
+        return os.path.join(self._seq_dir(folder), "velodyne", odometry_frame_name(frame, ".bin"))
 
     def _gt_files(self, folder, frame, side):
         return [[self.velodyne_path(folder, frame)]]
