@@ -27,6 +27,8 @@ Shapes are in every public docstring and checked at entry: a ``ValueError`` name
 and the expected shape. Pixel grids are cached per (H, W, device, dtype), never per batch.
 """
 from .camera import disp_to_depth, intrinsics_pyramid, invert_intrinsics, scale_intrinsics
+from .flow import (affine_to_3x3, affine_to_flow, check_image_pair, compose_affine_flow, pyramid_sizes, resize_flow,
+                   resize_image)
 from .grid import normalized_grid, pixel_grid
 from .integrate import integrate_velocity, jacobian_determinant
 from .pose import compose_pose, invert_pose, pose_vec_to_matrix
@@ -39,4 +41,6 @@ __all__ = [
     "pose_vec_to_matrix", "invert_pose", "compose_pose",
     "scale_intrinsics", "intrinsics_pyramid", "invert_intrinsics", "disp_to_depth",
     "pixel_grid", "normalized_grid", "integrate_velocity", "jacobian_determinant",
+    "resize_image", "resize_flow", "affine_to_flow", "compose_affine_flow", "affine_to_3x3", "pyramid_sizes",
+    "check_image_pair",
 ]
