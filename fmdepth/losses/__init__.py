@@ -11,8 +11,8 @@ from .feature import (FeatureMetricLoss, FeatureNetLoss, convergent_loss, discri
                       featurenet_loss, reconstruction_loss)
 from .photometric import (SSIM, PhotometricError, automask, min_reprojection, photometric_error, robust_l1,
                           ssim)
-from .similarity import (MINDSSC, NGF, LocalNCC, MutualInformation, local_ncc, mind_descriptor, mind_ssc,
-                         mutual_information, ngf)
+from .similarity import (MINDSSC, NGF, SIMILARITIES, LocalNCC, MutualInformation, Similarity, local_ncc,
+                         mind_descriptor, mind_ssc, mutual_information, ngf, to_gray)
 from .smoothness import (BilateralSmoothness, EdgeAwareSmoothness, FlowSmoothness, bilateral_smoothness,
                          edge_aware_smoothness, flow_smoothness)
 
@@ -27,7 +27,7 @@ __all__ = [
     "FeatureMetricLoss", "FeatureNetLoss",
     # similarity
     "local_ncc", "mutual_information", "ngf", "mind_descriptor", "mind_ssc", "LocalNCC", "MutualInformation", "NGF",
-    "MINDSSC",
+    "MINDSSC", "Similarity", "SIMILARITIES", "to_gray",
     # adversarial
     "gan_loss", "discriminator_loss", "generator_loss", "GANLoss",
 ]

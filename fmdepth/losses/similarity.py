@@ -6,6 +6,8 @@
 * ``mind_ssc``: modality independent neighbourhood descriptor, self-similarity context (Heinrich
   et al. 2012, 2013), ``1 - mean |MIND(x) - MIND(y)|`` in [0, 1]; :func:`mind_descriptor` gives
   the per-pixel descriptor.
+* :class:`Similarity`: the registration loss (lower = better) over these, selected by name from
+  :data:`SIMILARITIES`, on a warped image with its validity mask; :func:`to_gray` gives luminance.
 
 All take (B, C, H, W) images; channels are compared one to one (channel c of x with channel c of y).
 Statistics are computed in at least float32 with autocast disabled (they cancel or accumulate badly
@@ -17,10 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import as_compute, check_dims, check_min_size, check_same_shape, check_tensor, no_autocast
+from fmdepth.core.checks import as_compute, check_min_size, check_same_device, check_tensor, no_autocast
 
-__all__ = ["local_ncc", "mutual_information", "ngf", "mind_descriptor", "mind_ssc", "LocalNCC", "MutualInformation",
-           "NGF", "MINDSSC"]
+__all__ = ["SIMILARITIES", "local_ncc", "mutual_information", "ngf", "mind_descriptor", "mind_ssc", "to_gray",
+           "LocalNCC", "MutualInformation", "NGF", "MINDSSC", "Similarity"]
+
+# the names :class:`Similarity` accepts (registration losses, lower = better)
+SIMILARITIES = ("mse", "ncc", "mi", "ngf", "mind", "feature")
+
+IMAGE = ("B", "C", "H", "W")
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor) -> dict:
+    """x, y: (B, C, H, W) of the same shape, on the same device -> the sizes of ``x``."""
+    sizes = check_tensor(x, "x", IMAGE)
+    check_tensor(y, "y", IMAGE, sizes)
+    check_same_device(("x", x), ("y", y))
+    return sizes
 
 
 def local_ncc(x: torch.Tensor, y: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
@@ -46,9 +61,7 @@ def local_ncc(x: torch.Tensor, y: torch.Tensor, window: int = 9, eps: float = 1e
         >>> round(float(local_ncc(x, 2 * x + 1, eps=1e-9)), 4)
         1.0
     """
-    check_tensor("x", x, "(B, C, H, W)")
-    check_tensor("y", y, "(B, C, H, W)")
-    check_same_shape("x", x, "y", y, "(B, C, H, W)")
+    _check_pair(x, y)
     if not isinstance(window, int) or window < 1 or window % 2 == 0:
         raise ValueError(f"window: expected an odd positive integer, got {window!r}")
     if eps <= 0:
@@ -91,9 +104,7 @@ def mutual_information(x: torch.Tensor, y: torch.Tensor, bins: int = 32, sigma: 
         scalar MI in nats (>= 0; higher = more dependent). Invariant to bijective intensity maps
         up to the histogram's resolution.
     """
-    check_tensor("x", x, "(B, C, H, W)")
-    check_tensor("y", y, "(B, C, H, W)")
-    check_same_shape("x", x, "y", y, "(B, C, H, W)")
+    sizes = _check_pair(x, y)
     if not isinstance(bins, int) or bins < 2:
         raise ValueError(f"bins: expected an integer >= 2, got {bins!r}")
     if sigma is None:
@@ -101,10 +112,10 @@ def mutual_information(x: torch.Tensor, y: torch.Tensor, bins: int = 32, sigma: 
     if sigma <= 0:
         raise ValueError(f"sigma: expected a positive value, got {sigma}")
     if mask is not None:
-        if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[1] not in (1, x.shape[1]):
-            got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"mask: expected shape (B, 1, H, W) or (B, C, H, W), got {got}")
-        check_dims("x", x, "mask", mask, (0, 2, 3), "(B, 1, H, W)")
+        check_tensor(mask, "mask", ("B", "M", "H", "W"), sizes, floating=False)
+        if mask.shape[1] not in (1, x.shape[1]):
+            raise ValueError(f"mask: expected shape (B, 1, H, W) or (B, C, H, W), got {tuple(mask.shape)}")
+        check_same_device(("x", x), ("mask", mask))
     b = x.shape[0]
     with no_autocast(x.device):
         x, y = as_compute(x, y)
@@ -154,10 +165,8 @@ def ngf(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     Returns:
         scalar similarity in [0, 1].
     """
-    check_tensor("x", x, "(B, C, H, W)")
-    check_tensor("y", y, "(B, C, H, W)")
-    check_same_shape("x", x, "y", y, "(B, C, H, W)")
-    check_min_size("x", x, 3, 3, "central differences")
+    _check_pair(x, y)
+    check_min_size(x, "x", 3, 3, "central differences")
     if eps <= 0:
         raise ValueError(f"eps: expected a positive value, got {eps}")
     x, y = as_compute(x, y)
@@ -207,7 +216,7 @@ def mind_descriptor(image: torch.Tensor, radius: int = 1, dilation: int = 2) -> 
         >>> mind_descriptor(torch.rand(2, 1, 16, 16)).shape
         torch.Size([2, 6, 16, 16])
     """
-    check_tensor("image", image, "(B, C, H, W)")
+    check_tensor(image, "image", IMAGE)
     if not isinstance(radius, int) or radius < 0:
         raise ValueError(f"radius: expected an integer >= 0, got {radius!r}")
     if not isinstance(dilation, int) or dilation < 1:
@@ -258,13 +267,10 @@ def mind_ssc(x: torch.Tensor, y: torch.Tensor, radius: int = 1, dilation: int = 
         >>> round(float(mind_ssc(x, 0.3 * x + 0.5)), 4)  # invariant to affine intensity maps
         1.0
     """
-    check_tensor("x", x, "(B, C, H, W)")
-    check_tensor("y", y, "(B, C, H, W)")
-    check_same_shape("x", x, "y", y, "(B, C, H, W)")
+    sizes = _check_pair(x, y)
     if mask is not None:
-        check_tensor("mask", mask.float() if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool else mask,
-                     "(B, 1, H, W)", channels=1)
-        check_dims("x", x, "mask", mask, (0, 2, 3), "(B, 1, H, W)")
+        check_tensor(mask, "mask", ("B", 1, "H", "W"), sizes, floating=False)
+        check_same_device(("x", x), ("mask", mask))
     dist = (mind_descriptor(x, radius, dilation) - mind_descriptor(y, radius, dilation)).abs()  # (B, 6C, H, W)
     if mask is None:
         return 1.0 - dist.mean()
@@ -334,3 +340,102 @@ class MINDSSC(nn.Module):
 
     def extra_repr(self) -> str:
         return f"radius={self.radius}, dilation={self.dilation}"
+
+
+def to_gray(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) luminance (0.299 R + 0.587 G + 0.114 B); (B, 1, H, W) unchanged."""
+    check_tensor(x, "image", IMAGE)
+    if x.shape[1] == 1:
+        return x
+    if x.shape[1] != 3:
+        raise ValueError(f"image: expected 1 or 3 channels, got {x.shape[1]}")
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+class Similarity(nn.Module):
+    """Dissimilarity between the fixed image and the warped moving image (lower = better).
+
+    ``mse``; ``ncc`` (-:func:`local_ncc`, mono-modal or linearly related intensities); ``mi``
+    (-:func:`mutual_information` on luminance, multi-modal); ``ngf`` (-:func:`ngf`, multi-modal,
+    edge based); ``mind`` (-:func:`mind_ssc`, multi-modal, local self-similarity); ``feature`` (L1
+    between per-pixel normalised features of an encoder -- meaningful across modalities only with
+    an encoder trained to be modality-invariant).
+
+    Args:
+        name: one of :data:`SIMILARITIES`.
+        ncc_window: window of the local NCC.
+        mi_bins: histogram bins of the mutual information.
+        feature_encoder: module with ``encode(image (B,3,H,W)) -> list of features`` (e.g.
+            :class:`fmdepth.networks.FeatureNet`); required for ``feature``. Its weights are frozen.
+        feature_levels: how many of the finest encoder levels to compare.
+        mi_samples: if > 0 and the image has more pixels, MI is estimated on this many random
+            pixels, re-drawn at every call (stochastic optimisation, as in Mattes MI).
+        mind_radius, mind_dilation: patch radius and neighbour distance of MIND-SSC (pixels of
+            the level it is evaluated at).
+
+    Shape: forward(fixed (B, C, H, W), warped (B, C, H, W), valid (B, 1, H, W) bool or None) -> scalar.
+    """
+
+    def __init__(self, name: str = "mi", ncc_window: int = 9, mi_bins: int = 32,
+                 feature_encoder: Optional[nn.Module] = None, feature_levels: int = 2,
+                 mi_samples: int = 0, mind_radius: int = 1, mind_dilation: int = 2) -> None:
+        super().__init__()
+        if name not in SIMILARITIES:
+            raise ValueError(f"similarity: unknown '{name}'; expected one of {', '.join(SIMILARITIES)}")
+        self.name, self.ncc_window, self.mi_bins, self.feature_levels = name, ncc_window, mi_bins, feature_levels
+        self.mi_samples = int(mi_samples)
+        self.mind_radius, self.mind_dilation = int(mind_radius), int(mind_dilation)
+        self.encoder = None
+        if name == "feature":
+            if feature_encoder is None:
+                raise ValueError("feature_encoder: the 'feature' similarity needs an encoder with "
+                                 "encode(image) -> features (e.g. fmdepth.networks.FeatureNet)")
+            for p in feature_encoder.parameters():
+                p.requires_grad_(False)
+            self.encoder = feature_encoder.eval()
+
+    def forward(self, fixed: torch.Tensor, warped: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if fixed.shape != warped.shape:
+            raise ValueError(f"fixed {tuple(fixed.shape)} and warped {tuple(warped.shape)} differ")
+        if valid is not None:
+            m = valid.to(fixed.dtype)
+            fixed_m, warped_m = fixed * m, warped * m
+        else:
+            m, fixed_m, warped_m = None, fixed, warped
+        if self.name == "mse":
+            diff = (fixed - warped) ** 2
+            if m is None:
+                return diff.mean()
+            return (diff * m).sum() / (m.sum() * fixed.shape[1]).clamp_min(1.0)
+        if self.name == "ncc":
+            return -local_ncc(fixed_m, warped_m, window=self.ncc_window)
+        if self.name == "mi":
+            fg, wg = to_gray(fixed), to_gray(warped)
+            n = fg.shape[-2] * fg.shape[-1]
+            if self.mi_samples and n > self.mi_samples:
+                # stochastic pixel sampling (as in Mattes MI): a fresh random subset every call
+                idx = torch.randint(0, n, (self.mi_samples,), device=fg.device)
+                fg = fg.flatten(2)[..., idx].unsqueeze(2)  # (B, 1, 1, S)
+                wg = wg.flatten(2)[..., idx].unsqueeze(2)
+                valid = None if valid is None else valid.flatten(2)[..., idx].unsqueeze(2)
+            return -mutual_information(fg, wg, bins=self.mi_bins, mask=valid)
+        if self.name == "ngf":
+            return -ngf(fixed_m, warped_m)
+        if self.name == "mind":
+            return -mind_ssc(fixed, warped, radius=self.mind_radius, dilation=self.mind_dilation, mask=valid)
+        # feature-metric
+        f3 = fixed_m.expand(-1, 3, -1, -1) if fixed.shape[1] == 1 else fixed_m
+        w3 = warped_m.expand(-1, 3, -1, -1) if warped.shape[1] == 1 else warped_m
+        feats_f = self.encoder.encode(f3)[: self.feature_levels]
+        feats_w = self.encoder.encode(w3)[: self.feature_levels]
+        total = fixed.new_zeros(())
+        for a, b in zip(feats_f, feats_w):
+            total = total + (F.normalize(a, dim=1) - F.normalize(b, dim=1)).abs().sum(1).mean()
+        return total / len(feats_f)
+
+    def train(self, mode: bool = True):  # the frozen encoder stays in eval mode
+        super().train(mode)
+        if self.encoder is not None:
+            self.encoder.eval()
+        return self
