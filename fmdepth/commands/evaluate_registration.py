@@ -51,16 +51,17 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from fmdepth.commands.register import TRANSLATION_WITHDRAWN, _parse_iterations
+    from fmdepth.commands.register import TRANSLATION_WITHDRAWN
     from fmdepth.data.pairs import PairFolderDataset
     from fmdepth.metrics.registration import RegistrationEvaluator
-    from fmdepth.models.registration import load_registration_checkpoint, register_pair
+    from fmdepth.registration import parse_iterations, register_pair
+    from fmdepth.tasks.registration import load_registration_checkpoint
 
     if sum(bool(x) for x in (args.checkpoint, args.flows)) > 1:
         raise ValueError("give at most one of --checkpoint and --flows")
     if args.method == "translation" and not (args.checkpoint or args.flows):
         raise ValueError(TRANSLATION_WITHDRAWN)
-    iterations = _parse_iterations(args.iterations)
+    iterations = parse_iterations(args.iterations)
     dataset = PairFolderDataset(args.pairs, channels=1)
     if not os.path.isdir(os.path.join(args.pairs, "landmarks_fixed")):
         raise ValueError(f"{args.pairs}: no landmarks_fixed/ folder: landmark evaluation needs "

@@ -1,7 +1,6 @@
 """`fmdepth register`: align a moving image (or video) to a fixed one."""
 from __future__ import annotations
 
-import json
 import os
 
 HELP = "register a moving image/video to a fixed one (affine, deformable, NeMAR; per pair or learned)"
@@ -93,39 +92,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _parse_iterations(text):
-    if text is None:
-        return None
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--iterations: expected integers like 150,100,60, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise ValueError(f"--iterations: expected non-negative integers, got {text!r}")
-    return values[0] if len(values) == 1 else values
-
-
-def overlay_image(fixed, warped, alpha: float = 0.5):
-    """(C, H, W) numpy images in [0, 1] -> (3, H, W) alpha blend (grey promoted to RGB)."""
-    import numpy as np
-
-    f = np.repeat(fixed, 3, 0) if fixed.shape[0] == 1 else fixed
-    w = np.repeat(warped, 3, 0) if warped.shape[0] == 1 else warped
-    return np.clip((1 - alpha) * f + alpha * w, 0, 1)
-
-
-def checkerboard_image(fixed, warped, tiles: int = 8):
-    """(C, H, W) images -> (3, H, W) checkerboard of ``tiles`` x ``tiles`` alternating tiles."""
-    import numpy as np
-
-    f = np.repeat(fixed, 3, 0) if fixed.shape[0] == 1 else fixed
-    w = np.repeat(warped, 3, 0) if warped.shape[0] == 1 else warped
-    _, h, wd = f.shape
-    yy, xx = np.mgrid[0:h, 0:wd]
-    mask = ((yy * tiles // h + xx * tiles // wd) % 2).astype(bool)
-    return np.where(mask[None], w, f)
-
-
 class _Registrar:
     """Holds the method (per pair or learned) and registers one (fixed, moving) pair."""
 
@@ -136,39 +102,36 @@ class _Registrar:
         self.device = torch.device(args.device)
         self.system = None
         if args.checkpoint:
-            from fmdepth.models.registration import load_registration_checkpoint
+            from fmdepth.tasks.registration import load_registration_checkpoint
 
             self.system = load_registration_checkpoint(args.checkpoint).to(self.device)
             notes.append(f"learned {self.system.method} registration from {args.checkpoint}")
 
     def __call__(self, fixed, moving, show_progress=True):
-        """fixed, moving: (C, H, W) numpy (same H, W) -> (flow (2,H,W), warped (C,H,W), seconds, affine, res)."""
+        """fixed, moving: (C, H, W) numpy (same H, W) -> (flow (2,H,W), warped (C,H,W), result)."""
         import torch
 
-        from fmdepth.models.registration import register_pair
+        from fmdepth.registration import keep_if_better, parse_iterations, register_pair
 
         a = self.args
         f = torch.from_numpy(fixed)[None].to(self.device)
         m = torch.from_numpy(moving)[None].to(self.device)
         if self.system is not None:
-            from fmdepth.models.registration import keep_if_better
-
             res = keep_if_better(f, m, self.system.register(f, m), self.args.similarity)
         else:
             # the affine start (per-pair stage or best buddies) and the result are both checked against
             # the identity inside register_pair (result.kept / scores / notes)
             init_affine = _nbb_affine(fixed, moving) if a.init == "nbb" else None
             res = register_pair(f, m, a.method, a.similarity, init="affine" if a.init == "affine" else "identity",
-                                init_affine=init_affine, iterations=_parse_iterations(a.iterations),
+                                init_affine=init_affine, iterations=parse_iterations(a.iterations),
                                 smoothness=a.smoothness, grid_spacing=a.grid_spacing, diffeomorphic=a.diffeomorphic,
                                 levels=a.levels, optimizer=a.optimizer, progress=show_progress and not a.quiet,
                                 device=self.device)
-        affine = None if res.affine is None else res.affine.detach().cpu().numpy()
-        return (res.flow[0].detach().cpu().numpy(), res.warped[0].detach().cpu().numpy(), res.seconds, affine, res)
+        return res.flow[0].detach().cpu().numpy(), res.warped[0].detach().cpu().numpy(), res
 
 
 def _nbb_affine(fixed, moving):
-    """Initial (2, 3) affine fixed -> moving from neural best buddies (CORRESPONDENCE)."""
+    """Initial (2, 3) affine fixed -> moving from neural best buddies (:mod:`fmdepth.correspondence`)."""
     import numpy as np
     import torch
 
@@ -216,10 +179,9 @@ def _to_moving_pixels(flow, scale):
 
 
 def _run_pair(args, registrar, notes) -> int:
-    import numpy as np
-
-    from fmdepth.data.pairs import load_image, read_landmarks, save_image
+    from fmdepth.data.pairs import load_image, read_landmarks
     from fmdepth.metrics.registration import landmark_error
+    from fmdepth.registration import PAIR_FILES, result_record, write_pair_outputs, write_result
 
     fixed = load_image(args.fixed)
     moving_orig = load_image(args.moving)
@@ -233,21 +195,18 @@ def _run_pair(args, registrar, notes) -> int:
         if len(lf) != len(lm):
             raise ValueError(f"landmark counts differ: {args.landmarks_fixed} has {len(lf)} points, "
                              f"{args.landmarks_moving} has {len(lm)}")
-    flow, warped, seconds, affine, res = registrar(fixed, moving)
+    flow, warped, res = registrar(fixed, moving)
     flow = _to_moving_pixels(flow, scale)
-    os.makedirs(args.out, exist_ok=True)
-    save_image(os.path.join(args.out, "warped.png"), warped)
-    np.save(os.path.join(args.out, "flow.npy"), flow.astype(np.float32))
-    save_image(os.path.join(args.out, "overlay.png"), overlay_image(fixed, warped, args.alpha))
-    save_image(os.path.join(args.out, "checkerboard.png"), checkerboard_image(fixed, warped))
-    method = registrar.system.method if registrar.system is not None else args.method
-    result = {"method": method, "similarity": None if registrar.system is not None else args.similarity,
-              "init": None if registrar.system is not None else args.init,
-              "seconds": seconds, "kept": res.kept, "selection": res.notes, "scores": res.scores,
-              "notes": notes, "affine": None if affine is None else affine.tolist()}
+    write_pair_outputs(args.out, fixed, warped, flow, args.alpha)
+    if registrar.system is not None:
+        method = registrar.system.method
+        result = result_record(method, res, notes)
+    else:
+        method = args.method
+        result = result_record(method, res, notes, similarity=args.similarity, init=args.init)
     for n in notes:
         print(f"note: {n}")
-    print(f"registered {args.moving} -> {args.fixed} ({method}) in {seconds:.2f} s")
+    print(f"registered {args.moving} -> {args.fixed} ({method}) in {res.seconds:.2f} s")
     if res.kept is not None:
         print(f"kept: {res.kept}")
         for line in res.notes:
@@ -259,9 +218,8 @@ def _run_pair(args, registrar, notes) -> int:
               f"max {before['lre_max']:.2f}  ({before['num_landmarks']} landmarks)")
         print(f"landmark error after:  mean {after['lre_mean']:.2f} px  median {after['lre_median']:.2f}  "
               f"max {after['lre_max']:.2f}")
-    with open(os.path.join(args.out, "result.json"), "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    print(f"wrote warped.png, flow.npy, overlay.png, checkerboard.png, result.json to {args.out}")
+    write_result(args.out, result)
+    print(f"wrote {', '.join(PAIR_FILES)}, result.json to {args.out}")
     return 0
 
 
@@ -271,6 +229,7 @@ def _run_video(args, registrar, notes, fixed_src, moving_src) -> int:
     from tqdm.auto import tqdm
 
     from fmdepth.data.pairs import check_video_pair, read_frames, save_image
+    from fmdepth.registration import overlay_image, write_result
 
     n, fps, mismatch = check_video_pair(fixed_src, moving_src, args.on_mismatch)
     notes.extend(mismatch)
@@ -294,17 +253,16 @@ def _run_video(args, registrar, notes, fixed_src, moving_src) -> int:
                 for note in frame_notes:
                     print(f"note: {note}")
                     notes.append(note)
-            _, warped, seconds, _, res = registrar(fixed, moving, show_progress=False)
+            _, warped, res = registrar(fixed, moving, show_progress=False)
             if res.kept not in (None, "final"):
                 print(f"note: frame {i}: kept the {res.kept} ({res.notes[-1]})")
-            total += seconds
+            total += res.seconds
             save_image(os.path.join(frames_dir, f"{i:06d}.png"), warped)
             blend = overlay_image(fixed, warped, args.alpha)
             writer.append_data((np.transpose(blend, (1, 2, 0)) * 255 + 0.5).astype(np.uint8))
     finally:
         writer.close()
-    with open(os.path.join(args.out, "result.json"), "w", encoding="utf-8") as fh:
-        json.dump({"frames": n, "fps": fps, "seconds": total, "notes": notes}, fh, indent=2)
+    write_result(args.out, {"frames": n, "fps": fps, "seconds": total, "notes": notes})
     print(f"registered {n} frames in {total:.2f} s ({total / max(n, 1):.3f} s/frame); "
           f"wrote {frames_dir}/ and {video_path}")
     return 0
@@ -312,6 +270,7 @@ def _run_video(args, registrar, notes, fixed_src, moving_src) -> int:
 
 def run(args) -> int:
     from fmdepth.data.pairs import is_video
+    from fmdepth.registration import parse_iterations
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha: expected a value in [0, 1], got {args.alpha}")
@@ -319,7 +278,7 @@ def run(args) -> int:
         raise ValueError(f"--levels: must be >= 1, got {args.levels}")
     if args.method == "translation" and not args.checkpoint:
         raise ValueError(TRANSLATION_WITHDRAWN)
-    _parse_iterations(args.iterations)
+    parse_iterations(args.iterations)
     fixed_video = args.fixed_video or (args.fixed if args.fixed and (is_video(args.fixed) or os.path.isdir(args.fixed))
                                        else None)
     moving_video = args.moving_video or (args.moving if args.moving and (is_video(args.moving) or os.path.isdir(args.moving))

@@ -11,6 +11,7 @@ With ``flow=None`` (identity) it is the initial misalignment ``|| p_i - q_i ||``
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
 import numpy as np
@@ -19,6 +20,36 @@ import torch
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 LANDMARK_KEYS = ("lre_mean", "lre_median", "lre_max")
+
+
+@dataclass
+class RegistrationResult:
+    """What a registration returns: the per-pair solver (:func:`fmdepth.registration.register_pair`)
+    and the learned systems' ``register`` (:mod:`fmdepth.models.registration`); what is measured here.
+
+    Attributes:
+        flow: (B, 2, H, W) pixels on the fixed grid (``warped(p) = moving(p + flow(p))``).
+        warped: (B, C, H, W) the moving image (all its channels) warped onto the fixed grid.
+        affine: (3, 3) pixel affine fixed -> moving (per pair: affine method / affine start), (B, 3, 3)
+            (learned affine system) or None.
+        translated: (B, 1, H, W) the translator's output T(warped moving) (translation method) or None.
+        seconds: wall-clock time of the registration.
+        losses: final similarity loss per pyramid level (per-pair solver).
+        kept: which candidate the never-worse check returned: ``identity``, ``affine`` (the
+            affine stage / initial affine) or ``final`` (the optimised transform); None when unchecked.
+        scores: per candidate, its loss (lower = better) on the chosen and on the check similarity.
+        notes: human-readable sentences on what was kept and why.
+    """
+
+    flow: torch.Tensor
+    warped: torch.Tensor
+    affine: Optional[torch.Tensor] = None
+    translated: Optional[torch.Tensor] = None
+    seconds: float = 0.0
+    losses: List[float] = field(default_factory=list)
+    kept: Optional[str] = None
+    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
 
 
 def _np(x: ArrayLike) -> np.ndarray:

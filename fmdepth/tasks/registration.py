@@ -13,6 +13,7 @@ Data, in order of precedence:
    synthesiser (:class:`fmdepth.data.pairs.FastSyntheticPairDataset`).
 
 Validation reports the landmark error (``lre_mean``, selects best.pt) and the folding fraction.
+:func:`load_registration_checkpoint` rebuilds a trained system from its checkpoint.
 """
 from __future__ import annotations
 
@@ -43,6 +44,33 @@ def validate_registration(system, loader, device) -> Dict[str, float]:
     summary = ev.summary()
     summary["loss"] = float(sum(losses) / max(len(losses), 1))
     return summary
+
+
+def load_registration_checkpoint(path: str, map_location="cpu"):
+    """Rebuild a learned registration system (eval mode) from an engine checkpoint.
+
+    Returns:
+        the :class:`fmdepth.models.registration.LearnedRegistration` of the checkpoint's config,
+        with its weights.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not an fmdepth checkpoint, not a registration checkpoint, or weights missing.
+    """
+    from fmdepth.config import config_from_dict
+    from fmdepth.core.checkpoint import load_checkpoint
+    from fmdepth.models.registration import build_registration_system
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    cfg = config_from_dict(ckpt["config"])
+    if cfg.task != "registration":
+        raise ValueError(f"{path}: checkpoint of task '{cfg.task}', expected a registration checkpoint")
+    system = build_registration_system(cfg)
+    for name, module in system.trainable_models().items():
+        if name not in ckpt["models"]:
+            raise ValueError(f"{path}: checkpoint has no weights for '{name}' (has {', '.join(ckpt['models'])})")
+        module.load_state_dict(ckpt["models"][name])
+    return system.eval()
 
 
 def build(cfg) -> Task:
@@ -88,4 +116,4 @@ def build(cfg) -> Task:
                 best_metric="lre_mean" if has_landmarks else "loss", best_mode="min")
 
 
-__all__ = ["build", "validate_registration"]
+__all__ = ["build", "validate_registration", "load_registration_checkpoint"]

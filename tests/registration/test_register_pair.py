@@ -5,8 +5,9 @@ import torch
 
 from fmdepth.data.pairs import make_pair
 from fmdepth.metrics.registration import folding_fraction, landmark_error, mean_corner_error
-from fmdepth.models.registration import (DEFAULT_ITERATIONS, Similarity, affine_to_flow, compose_affine_flow,
-                                         default_lr, register_pair, resize_flow)
+from fmdepth.geometry import affine_to_flow, compose_affine_flow, resize_flow
+from fmdepth.losses import Similarity
+from fmdepth.registration import DEFAULT_ITERATIONS, default_lr, register_pair
 
 
 @pytest.mark.parametrize("similarity", ["ngf", pytest.param("mi", marks=pytest.mark.slow)])
@@ -37,7 +38,7 @@ def test_default_learning_rates():
     assert default_lr("deformable", "mi") == 0.2 and default_lr("deformable", "ncc") == 0.2
     assert default_lr("deformable", "ngf") == 0.5 and default_lr("translation", "mse") == 0.5
     assert default_lr("deformable", "mind") == 0.5
-    from fmdepth.models.registration import default_grid_spacing
+    from fmdepth.registration import default_grid_spacing
 
     assert default_grid_spacing("mind") == 32 and default_grid_spacing("mind", 96, 128) == 12
     assert default_grid_spacing("ngf") == 16 and default_grid_spacing("mi", 96, 96) == 16
@@ -160,7 +161,7 @@ def test_undefined_similarity_is_a_clear_error():
 
 
 def test_keep_if_better_guards_other_results():
-    from fmdepth.models.registration import RegistrationResult, keep_if_better
+    from fmdepth.registration import RegistrationResult, keep_if_better
 
     p = make_pair((64, 64), modality="edges", image="astronaut", rms=3.0, seed=2, num_landmarks=10)
     f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]

@@ -6,8 +6,8 @@ import torch
 
 from fmdepth.config import load_config
 from fmdepth.data.pairs import SyntheticPairDataset, collate_pairs
-from fmdepth.models.registration import (TranslationRegistration, build_registration_system,
-                                         load_registration_checkpoint)
+from fmdepth.models.registration import TranslationRegistration, build_registration_system
+from fmdepth.tasks.registration import load_registration_checkpoint
 
 SMALL = ["task=registration", "data.dataset=registration_pairs", "data.height=64", "data.width=64",
          "registration.unet_depth=3", "registration.unet_width=8", "registration.affine_width=8",
@@ -189,8 +189,8 @@ def test_input_norm_makes_the_prediction_brightness_invariant():
         sys_ = DeformableRegistration(depth=3, width=8, input_norm=norm).eval()
         torch.nn.init.normal_(sys_.net.head.weight, std=0.1)  # a non-trivial flow
         with torch.no_grad():
-            a = sys_.predict_flow(b.fixed, b.moving)["flow"]
-            c = sys_.predict_flow(0.5 * b.fixed + 0.3, 2.0 * b.moving - 0.2)["flow"]
+            a = sys_.predict_flow(b.fixed, b.moving).flow
+            c = sys_.predict_flow(0.5 * b.fixed + 0.3, 2.0 * b.moving - 0.2).flow
         assert a.abs().max() > 1e-3
         assert torch.allclose(a, c, atol=1e-4) == norm
 
@@ -202,7 +202,7 @@ def test_cascade_composes_the_passes():
     sys_ = DeformableRegistration(depth=3, width=8, passes=2).eval()
     with torch.no_grad():
         sys_.net.head.bias.copy_(torch.tensor([1.25, -0.5]))  # every pass predicts the same translation
-        flow = sys_.predict_flow(b.fixed, b.moving)["flow"]
+        flow = sys_.predict_flow(b.fixed, b.moving).flow
     assert torch.allclose(flow, torch.tensor([2.5, -1.0]).view(1, 2, 1, 1).expand_as(flow), atol=1e-5)
     out = sys_.train().training_step(b, step=0)
     out.loss.backward()
@@ -251,7 +251,8 @@ def test_cascade_composition_order_and_refine_scale(refine_scale):
     result is u = s + f(id + s) (s: pass-2 residual, f: pass-1 flow, resampled to pass 2's grid)."""
     import numpy as np
 
-    from fmdepth.models.registration import DeformableRegistration, resize_flow, resize_image
+    from fmdepth.geometry import resize_flow, resize_image
+    from fmdepth.models.registration import DeformableRegistration
 
     g = torch.Generator().manual_seed(0)
     fixed, moving = torch.rand(1, 1, 32, 32, generator=g), torch.rand(1, 1, 32, 32, generator=g)
@@ -267,10 +268,10 @@ def test_cascade_composition_order_and_refine_scale(refine_scale):
     np.testing.assert_allclose(net.seen[1][1][0].numpy(), _np_warp(m2, f1), atol=1e-4)
     s = net.field(1, n2, n2)[0]
     expected = s.numpy() + _np_warp(f1, s)
-    np.testing.assert_allclose(out["flow_lo"][0].numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(out.flow_lo[0].numpy(), expected, atol=1e-4)
     wrong = f1.numpy() + _np_warp(s, f1)  # the other composition order is measurably different
     assert np.abs(wrong - expected).max() > 0.05
-    assert out["flow"].shape == (1, 2, 32, 32)
+    assert out.flow.shape == (1, 2, 32, 32)
     # trained end to end: the loss on the final flow reaches the net through both passes
     sys_.supervised, sys_.similarity_weight = 1.0, 0.0
     batch = collate_pairs([{"name": "a", "fixed": fixed[0], "moving": moving[0], "flow": torch.zeros(2, 32, 32)}])
