@@ -6,15 +6,17 @@
    (features included; target <= 2 px, <= 5 s on 2 cores). The straightforward per-pixel-loop
    matcher (fmdepth.correspondence.reference) is timed on the coarsest levels (relu5_1 whole map
    + relu4_1 regions) against the vectorised matcher on the same inputs, in the same run.
-2. Semantic aligner: trained on synthetic warped pairs for --semantic-seconds (Adam, cosine
-   decay of the learning rate to --semantic-final-lr of it), then PCK@0.05 / PCK@0.1
-   (alpha * max(H, W)) and end-point error on warped pairs of held-out images (target
-   PCK@0.05 >= 0.8). --semantic-save keeps the trained aligner (a state_dict), --semantic-load
-   evaluates a saved one without training.
+2. Semantic aligner: the semantic task (configs/semantic_synthetic.yaml) trained by the engine
+   (fmdepth.engine.trainer.train, into a temporary run folder; Adam at a constant learning rate,
+   gradients clipped at norm 5) on synthetic warped pairs for --semantic-seconds (or
+   --semantic-steps), then PCK@0.05 / PCK@0.1 (alpha * max(H, W)) and end-point error on warped
+   pairs of held-out images (target PCK@0.05 >= 0.8). --semantic-save keeps the trained aligner
+   (a state_dict), --semantic-load evaluates a saved one without training.
 
     python bench/correspondence.py                       # both parts
     python bench/correspondence.py --semantic-seconds 0  # NBB only
-    python bench/correspondence.py --skip-nbb --threads 1 --semantic-seconds 1800 --semantic-save aligner.pt  # 0.81
+    python bench/correspondence.py --skip-nbb --threads 1 --semantic-seconds 1800 --semantic-save aligner.pt
+    python bench/correspondence.py --skip-nbb --threads 1 --semantic-steps 400   # a fixed step budget
     python bench/correspondence.py --skip-nbb --threads 1 --semantic-load aligner.pt
     python bench/correspondence.py --json bench_corr.json
 """
@@ -78,30 +80,47 @@ def bench_nbb(repeats: int, k: int, weights: str) -> dict:
 
 
 def bench_semantic(seconds: float, batch_size: int, size: int, seed: int, lr: float = 1e-3,
-                   final_lr_ratio: float = 1.0, save: str = "", load: str = "") -> dict:
+                   steps: int = 0, save: str = "", load: str = "") -> dict:
+    """Train the semantic task through the engine (configs/semantic_synthetic.yaml, a temporary
+    run folder) for ``seconds`` or ``steps``, then PCK / EPE on 128 warped pairs of the held-out
+    images; ``load`` evaluates a saved ``SemanticAligner()`` state_dict instead."""
+    import tempfile
+
     from torch.utils.data import DataLoader
 
-    from fmdepth.correspondence.semantic import (SKIMAGE_TRAIN_IMAGES, SKIMAGE_VAL_IMAGES, SemanticAligner,
-                                                 WarpedPairDataset, evaluate_pck, train_for)
+    from fmdepth.config import load_config
+    from fmdepth.data.semantic import TRAINING_IMAGES, VALIDATION_IMAGES, WarpedPairDataset, collate_semantic
+    from fmdepth.engine.trainer import seed_everything, train
+    from fmdepth.models.semantic import evaluate_pck
+    from fmdepth.tasks import build_task
 
-    held_out = WarpedPairDataset(SKIMAGE_VAL_IMAGES, height=size, width=size, length=128, seed=seed + 1_000_003)
-    loader = DataLoader(held_out, batch_size=32)
-    torch.manual_seed(seed)
-    aligner = SemanticAligner()
-    before = evaluate_pck(aligner, loader, "cpu")
-    res = {"batch_size": batch_size, "size": size, "lr": lr, "final_lr_ratio": final_lr_ratio,
-           "train_images": list(SKIMAGE_TRAIN_IMAGES), "held_out_images": list(SKIMAGE_VAL_IMAGES),
-           "held_out_pairs": len(held_out), "untrained": before}
+    held_out = WarpedPairDataset(VALIDATION_IMAGES, height=size, width=size, length=128, seed=seed + 1_000_003)
+    loader = DataLoader(held_out, batch_size=32, collate_fn=collate_semantic)
+    cfg = load_config("configs/semantic_synthetic.yaml", [
+        f"seed={seed}", f"data.height={size}", f"data.width={size}", "semantic.train_pairs=100000",
+        "semantic.val_images=[]",  # the bench evaluates on its own held-out loader
+        f"train.batch_size={batch_size}", "train.epochs=1000", f"train.max_steps={steps}",
+        f"train.max_minutes={seconds / 60.0 if not steps else 0.0}", "train.device=cpu",
+        "train.log_every=20", "train.image_every=0", f"optim.lr={lr}", "optim.decay_epochs=[]",
+        "optim.grad_clip=5.0"])
+    seed_everything(seed)  # the initial weights of SemanticAligner() for this seed
+    task = build_task(cfg)
+    aligner = task.system.aligner
+    res = {"batch_size": batch_size, "size": size, "lr": lr,
+           "train_images": list(TRAINING_IMAGES), "held_out_images": list(VALIDATION_IMAGES),
+           "held_out_pairs": len(held_out), "untrained": evaluate_pck(aligner, loader, "cpu")}
     if load:  # evaluate a saved aligner (state_dict of SemanticAligner() with default arguments)
         aligner.load_state_dict(torch.load(load, map_location="cpu", weights_only=True))
         res.update(loaded=load, train_seconds=0.0, steps=0)
     else:
-        train = WarpedPairDataset(height=size, width=size, length=100_000, seed=seed)
-        t0 = time.perf_counter()
-        aligner, hist = train_for(seconds, aligner=aligner, dataset=train, batch_size=batch_size, lr=lr,
-                                  seed=seed, final_lr_ratio=final_lr_ratio)
-        res.update(train_seconds=time.perf_counter() - t0, steps=len(hist["loss"]),
-                   train_epe_last20=sum(hist["epe"][-20:]) / max(1, len(hist["epe"][-20:])))
+        with tempfile.TemporaryDirectory() as run_dir:
+            t0 = time.perf_counter()
+            result = train(cfg, run_dir, task=task, progress=True)
+            res.update(train_seconds=time.perf_counter() - t0, steps=result.step)
+            with open(f"{run_dir}/metrics.jsonl", encoding="utf-8") as fh:
+                logged = [json.loads(line) for line in fh if '"split": "train"' in line]
+        if logged:  # the mean over the last logged window of train.log_every steps
+            res["train_epe_last20"] = logged[-1]["epe"]
         if save:
             torch.save(aligner.state_dict(), save)
             res["saved"] = save
@@ -129,11 +148,11 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--weights", default="none", help="VGG19 weights: none (seeded random) | imagenet | path")
     p.add_argument("--semantic-seconds", type=float, default=600.0, help="training budget (0 = skip)")
+    p.add_argument("--semantic-steps", type=int, default=0,
+                   help="train this many steps instead of --semantic-seconds (reproducible)")
     p.add_argument("--semantic-batch", type=int, default=8)
     p.add_argument("--semantic-size", type=int, default=64)
     p.add_argument("--semantic-lr", type=float, default=1e-3)
-    p.add_argument("--semantic-final-lr", type=float, default=0.05,
-                   help="cosine decay of the learning rate to this fraction of --semantic-lr over the budget")
     p.add_argument("--semantic-save", default="", help="save the trained aligner's state_dict here")
     p.add_argument("--semantic-load", default="", help="skip training: evaluate this saved state_dict")
     p.add_argument("--seed", type=int, default=0)
@@ -145,9 +164,9 @@ def main() -> None:
     if not args.skip_nbb:
         out["nbb"] = r = bench_nbb(args.repeats, args.k, args.weights)
         _print_nbb(r, args)
-    if args.semantic_seconds > 0 or args.semantic_load:
+    if args.semantic_seconds > 0 or args.semantic_steps > 0 or args.semantic_load:
         out["semantic"] = s = bench_semantic(args.semantic_seconds, args.semantic_batch, args.semantic_size,
-                                             args.seed, args.semantic_lr, args.semantic_final_lr,
+                                             args.seed, args.semantic_lr, args.semantic_steps,
                                              args.semantic_save, args.semantic_load)
         how = f"loaded from {s['loaded']}" if "loaded" in s else \
             f"{s['steps']} steps in {s['train_seconds']:.0f} s on {args.threads} threads"

@@ -2,8 +2,10 @@
 
 * :func:`find_best_buddies` -- Neural Best-Buddies (training-free, VGG19 feature hierarchy).
 * :func:`fit_affine` -- robust affine from point pairs (initialises registration).
-* :mod:`fmdepth.correspondence.semantic` -- joint semantic alignment + landmark detection
-  (learned, self-supervised on synthetically warped pairs).
+
+The learned joint semantic alignment + landmark detection lives by layer: the network in
+:mod:`fmdepth.networks.semantic`, its system in :mod:`fmdepth.models.semantic`, its pairs in
+:mod:`fmdepth.data.semantic` (trained with ``fmdepth train --config configs/semantic_synthetic.yaml``).
 
 Points are (x, y) pixels with pixel centres at integers (the :mod:`fmdepth.geometry` convention).
 """

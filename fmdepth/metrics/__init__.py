@@ -3,6 +3,7 @@
 * :mod:`fmdepth.metrics.depth`: the seven depth metrics and the KITTI Eigen protocol.
 * :mod:`fmdepth.metrics.pose`: snippet ATE and KITTI odometry relative errors.
 * :mod:`fmdepth.metrics.registration`: registration metrics (landmark error, folding).
+* :mod:`fmdepth.metrics.pck`: PCK@alpha of keypoint matches (semantic alignment).
 """
 from fmdepth.metrics.depth import (  # noqa: F401
     MAX_DEPTH,
@@ -19,6 +20,7 @@ from fmdepth.metrics.depth import (  # noqa: F401
     garg_crop_bounds,
     post_process_disparity,
 )
+from fmdepth.metrics.pck import pck  # noqa: F401
 from fmdepth.metrics.pose import (  # noqa: F401
     align_trajectory,
     chain_relative_poses,

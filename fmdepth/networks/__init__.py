@@ -6,4 +6,5 @@ from .crp_decoder import CRPDepthDecoder
 from .pose import PoseDecoder, PoseNet
 from .feature import FeatureNet
 from .registration import AffineRegressor, PatchDiscriminator, ResnetTranslator, UNetFlow
+from .semantic import SemanticAligner
 from .vgg import VGG19Features

@@ -1,7 +1,7 @@
-"""The semantic task: joint semantic alignment + landmark detection (fmdepth.correspondence.semantic).
+"""The semantic task: joint semantic alignment + landmark detection (:mod:`fmdepth.models.semantic`).
 
-``build(cfg)`` makes a :class:`~fmdepth.correspondence.semantic.SemanticSystem` from
-``cfg.semantic`` and training pairs:
+``build(cfg)`` makes a :class:`~fmdepth.models.semantic.SemanticSystem` from ``cfg.semantic``
+and training pairs (:mod:`fmdepth.data.semantic`):
 
 * default (``data.dataset: semantic_pairs``): synthetic pairs generated on the fly from the
   scikit-image sample images ``semantic.train_images`` by known random warps (deterministic per
@@ -16,12 +16,26 @@ end-point error; best.pt follows ``pck@<semantic.pck_alpha>`` (higher is better)
 """
 from __future__ import annotations
 
-from fmdepth.core.task import Task
+from typing import Dict, Sequence
+
+from fmdepth.core.task import Task, Validate
+
+
+def make_validate(alphas: Sequence[float] = (0.05, 0.1)) -> Validate:
+    """``validate(system, loader, device)`` for the engine: PCK@alpha and EPE of the aligner."""
+    from fmdepth.models.semantic import evaluate_pck
+
+    def validate(system, loader, device) -> Dict[str, float]:
+        return evaluate_pck(system.aligner, loader, device, alphas)
+
+    return validate
 
 
 def build(cfg) -> Task:
-    from fmdepth.correspondence.semantic import (ImagePairDataset, SemanticAligner, SemanticSystem,
-                                                 WarpedPairDataset, make_validate)
+    """Semantic system + pair datasets + PCK validation for ``cfg``."""
+    from fmdepth.data.semantic import ImagePairDataset, WarpedPairDataset, collate_semantic
+    from fmdepth.models.semantic import SemanticSystem
+    from fmdepth.networks.semantic import SemanticAligner
 
     d, s = cfg.data, cfg.semantic
     if d.dataset != "semantic_pairs":
@@ -53,6 +67,6 @@ def build(cfg) -> Task:
     val_set = WarpedPairDataset(s.val_images, length=s.val_pairs, seed=cfg.seed + 1_000_003, **warp) \
         if s.val_images else None
     alphas = sorted({0.05, 0.1, s.pck_alpha})
-    return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=None,
+    return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=collate_semantic,
                 validate=make_validate(alphas) if val_set is not None else None,
                 best_metric=f"pck@{s.pck_alpha:g}", best_mode="max")

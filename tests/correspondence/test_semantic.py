@@ -1,13 +1,17 @@
 """Semantic alignment + landmarks: soft-argmax, losses on hand values, PCK, data, one step, task."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from fmdepth.correspondence.semantic import (SemanticAligner, SemanticSystem, WarpedPairDataset,
-                                             carry_points, concentration_loss, laplace_nll,
-                                             local_correlation, pck, random_warp_flow,
-                                             separation_loss, soft_argmax, train_for)
+from fmdepth.data.semantic import WarpedPairDataset, collate_semantic, random_warp_flow
+from fmdepth.geometry.points import carry_points
+from fmdepth.losses.semantic import concentration_loss, laplace_nll, separation_loss
+from fmdepth.metrics import pck
+from fmdepth.models.semantic import SemanticSystem
+from fmdepth.networks import SemanticAligner
+from fmdepth.networks.semantic import local_correlation, soft_argmax
 
 
 def test_soft_argmax_of_a_delta_is_its_location():
@@ -89,16 +93,16 @@ def test_warped_pairs_are_deterministic_and_consistent():
     ds = WarpedPairDataset(["astronaut", "camera"], height=48, width=48, length=10, seed=3,
                            photometric=0.0, deform=1.0)
     x, y = ds[4], ds[4]
-    for k in x:
-        assert torch.equal(x[k], y[k]), k
-    assert not torch.equal(ds[5]["flow"], x["flow"])
-    assert WarpedPairDataset(["astronaut"], 48, 48, length=2, seed=4)[0]["flow"].shape == (2, 48, 48)
+    for f in dataclasses.fields(x):
+        assert torch.equal(getattr(x, f.name), getattr(y, f.name)), f.name
+    assert not torch.equal(ds[5].flow, x.flow)
+    assert WarpedPairDataset(["astronaut"], 48, 48, length=2, seed=4)[0].flow.shape == (2, 48, 48)
     # A(p) == B(p + flow(p)) at the keypoints (no photometric change)
-    from fmdepth.correspondence.semantic import sample_at
+    from fmdepth.geometry.points import sample_at
 
-    ok = x["keypoints_valid"]
-    va = sample_at(x["image_a"][None], x["keypoints_a"][None])[0][ok]
-    vb = sample_at(x["image_b"][None], x["keypoints_b"][None])[0][ok]
+    ok = x.keypoints_valid
+    va = sample_at(x.image_a[None], x.keypoints_a[None])[0][ok]
+    vb = sample_at(x.image_b[None], x.keypoints_b[None])[0][ok]
     assert ok.sum() >= 10
     assert (va - vb).abs().mean() < 0.03
     with pytest.raises(ValueError, match="multiples of 8"):
@@ -119,7 +123,7 @@ def test_random_warp_flow_is_smooth_and_bounded():
 def test_one_training_step_is_finite_and_learns():
     torch.manual_seed(0)
     ds = WarpedPairDataset(["astronaut"], height=32, width=32, length=4, seed=0)
-    batch = torch.utils.data.default_collate([ds[i] for i in range(2)])
+    batch = collate_semantic([ds[i] for i in range(2)])
     aligner = SemanticAligner(num_landmarks=4)
     system = SemanticSystem(aligner, {"photometric": 0.5})
     out = system.training_step(batch, 0, want_images=True)
@@ -129,7 +133,7 @@ def test_one_training_step_is_finite_and_learns():
     out.loss.backward()
     grads = [p.grad for p in aligner.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    pred = aligner(batch["image_a"], batch["image_b"])
+    pred = aligner(batch.image_a, batch.image_b)
     assert pred["flow"].shape == (2, 2, 32, 32) and pred["sigma"].min() > 0
     assert pred["landmarks_a"].shape == (2, 4, 2)
     assert set(system.trainable_models()) == {"semantic"}
@@ -140,10 +144,10 @@ def test_one_training_step_is_finite_and_learns():
 
 
 def test_refinement_level_recovers_a_known_shift_from_its_correlation():
-    from fmdepth.correspondence.semantic import _Refinement
+    from fmdepth.networks.semantic import RefinementLevel
 
     torch.manual_seed(0)
-    level = _Refinement(stride=4, feat_ch=16, ctx_ch=5, radius=2, width=8)
+    level = RefinementLevel(stride=4, feat_ch=16, ctx_ch=5, radius=2, width=8)
     fb = torch.randn(1, 16, 12, 12)
     fa = torch.roll(fb, shifts=(-1, 2), dims=(2, 3))  # a(p) = b(p + (dx=-2, dy=1)) cells
     zero = torch.zeros(1, 2, 6, 6)  # coarser (stride-8) flow, pixels
@@ -174,7 +178,7 @@ def test_aligner_coarse_to_fine_shapes_and_config_round_trip(finest, affine):
 def test_fit_affine_flow_recovers_an_affine_field_and_ignores_zero_weight_cells():
     import numpy as np
 
-    from fmdepth.correspondence.semantic import fit_affine_flow
+    from fmdepth.networks.semantic import fit_affine_flow
 
     flow = random_warp_flow(48, 64, np.random.default_rng(0), deform=0.0)  # affine, (2, 48, 64)
     coarse = torch.nn.functional.adaptive_avg_pool2d(flow[None], (6, 8))  # exact at the stride-8 cell centres
@@ -190,7 +194,7 @@ def test_fit_affine_flow_recovers_an_affine_field_and_ignores_zero_weight_cells(
 
 
 def test_coarse_flow_error_is_zero_for_the_cell_centre_values_of_an_affine_field():
-    from fmdepth.correspondence.semantic import coarse_flow_error
+    from fmdepth.losses.semantic import coarse_flow_error
 
     ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(24.0), indexing="ij")
     true = torch.stack([0.1 * xs - 0.2 * ys + 1, 0.05 * xs + 0.1 * ys - 2])[None]  # (1, 2, 16, 24)
@@ -209,30 +213,18 @@ def test_coarse_flow_error_is_zero_for_the_cell_centre_values_of_an_affine_field
 def test_held_out_images_are_not_training_images():
     import numpy as np
 
-    from fmdepth.correspondence.semantic import SKIMAGE_TRAIN_IMAGES, SKIMAGE_VAL_IMAGES, load_skimage_images
+    from fmdepth.data.semantic import TRAINING_IMAGES, VALIDATION_IMAGES, load_skimage_images
 
     from fmdepth.config import SemanticConfig
 
-    assert list(SemanticConfig().val_images) == list(SKIMAGE_VAL_IMAGES)
-    assert list(SemanticConfig().train_images) == list(SKIMAGE_TRAIN_IMAGES)
-    train = load_skimage_images(SKIMAGE_TRAIN_IMAGES, max_side=32)
-    held = load_skimage_images(SKIMAGE_VAL_IMAGES, max_side=32)
-    for name, v in zip(SKIMAGE_VAL_IMAGES, held):  # e.g. skimage's "cat" is the picture "chelsea"
-        for tname, t in zip(SKIMAGE_TRAIN_IMAGES, train):
+    assert list(SemanticConfig().val_images) == list(VALIDATION_IMAGES)
+    assert list(SemanticConfig().train_images) == list(TRAINING_IMAGES)
+    train = load_skimage_images(TRAINING_IMAGES, max_side=32)
+    held = load_skimage_images(VALIDATION_IMAGES, max_side=32)
+    for name, v in zip(VALIDATION_IMAGES, held):  # e.g. skimage's "cat" is the picture "chelsea"
+        for tname, t in zip(TRAINING_IMAGES, train):
             same = v.shape == t.shape and np.allclose(v.numpy(), t.numpy(), atol=1e-3)
             assert not same, f"held-out '{name}' is the training image '{tname}'"
-
-
-def test_train_for_decays_the_learning_rate_and_checks_it():
-    ds = WarpedPairDataset(["astronaut"], height=32, width=32, length=4, seed=0)
-    aligner, hist = train_for(0, SemanticAligner(num_landmarks=2, finest_stride=4), ds, batch_size=2,
-                              lr=1e-3, max_steps=3, progress=False, final_lr_ratio=0.1)
-    assert len(hist["loss"]) == 3 and all(math.isfinite(x) for x in hist["loss"])
-    # cosine from 1e-3 towards 1e-4 over the 3 steps: at 0, 1/3 and 2/3 of the way
-    expect = [1e-4 + 9e-4 * 0.5 * (1 + math.cos(math.pi * f)) for f in (0, 1 / 3, 2 / 3)]
-    assert hist["lr"] == pytest.approx(expect)
-    with pytest.raises(ValueError, match="final_lr_ratio"):
-        train_for(0, SemanticAligner(num_landmarks=2), ds, max_steps=1, final_lr_ratio=0.0)
 
 
 def test_semantic_task_builds_from_the_config(tmp_path):
@@ -245,7 +237,7 @@ def test_semantic_task_builds_from_the_config(tmp_path):
     task = build_task(cfg)
     assert len(task.train_set) == 3 and len(task.val_set) == 2
     assert task.best_metric == "pck@0.05" and task.best_mode == "max"
-    loader = torch.utils.data.DataLoader(task.val_set, batch_size=2)
+    loader = torch.utils.data.DataLoader(task.val_set, batch_size=2, collate_fn=task.collate_fn)
     metrics = task.validate(task.system, loader, torch.device("cpu"))
     assert set(metrics) >= {"pck@0.05", "pck@0.1", "epe"} and 0 <= metrics["pck@0.05"] <= 1
     with pytest.raises(ConfigError, match="semantic.separation_margin"):
@@ -292,7 +284,7 @@ def test_real_pairs_folder_with_keypoints_trains_without_a_true_field(tmp_path):
     import imageio.v3 as iio
     import numpy as np
 
-    from fmdepth.correspondence.semantic import ImagePairDataset
+    from fmdepth.data.semantic import ImagePairDataset
 
     rng = np.random.default_rng(0)
     iio.imwrite(tmp_path / "a.png", (rng.random((40, 80, 3)) * 255).astype(np.uint8))
@@ -303,13 +295,14 @@ def test_real_pairs_folder_with_keypoints_trains_without_a_true_field(tmp_path):
     assert len(ds) == 2
     with pytest.warns(UserWarning, match="grayscale"):
         x = ds[0]
-    assert x["image_a"].shape == x["image_b"].shape == (3, 32, 32)
-    assert x["keypoints_valid"].tolist() == [True, True, False, False]
+    assert x.image_a.shape == x.image_b.shape == (3, 32, 32)
+    assert x.flow is None and x.valid is None
+    assert x.keypoints_valid.tolist() == [True, True, False, False]
     # pixel-centre scaling: x' = (x + .5) * 32 / 80 - .5
-    torch.testing.assert_close(x["keypoints_a"][1], torch.tensor([(79.5 * 32 / 80) - 0.5, (39.5 * 32 / 40) - 0.5]))
-    torch.testing.assert_close(x["keypoints_b"][1], torch.tensor([(39.5 * 32 / 40) - 0.5, (19.5 * 32 / 20) - 0.5]))
+    torch.testing.assert_close(x.keypoints_a[1], torch.tensor([(79.5 * 32 / 80) - 0.5, (39.5 * 32 / 40) - 0.5]))
+    torch.testing.assert_close(x.keypoints_b[1], torch.tensor([(39.5 * 32 / 40) - 0.5, (19.5 * 32 / 20) - 0.5]))
     with pytest.warns(UserWarning):
-        batch = torch.utils.data.default_collate([ds[0], ds[1]])
+        batch = collate_semantic([ds[0], ds[1]])
     system = SemanticSystem(SemanticAligner(num_landmarks=3), {"flow": 0.0, "equivariance": 0.0, "photometric": 1.0})
     out = system.training_step(batch, 0)
     assert torch.isfinite(out.loss) and "photometric" in out.scalars and "flow" not in out.scalars
