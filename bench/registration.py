@@ -13,17 +13,18 @@ Rows (mean over pairs):
   fmdepth affine MI / SimpleITK affine Mattes MI  on pairs with a known random affine (corner error)
   fmdepth learned deformable    U-Net (standardised images + sign-invariant edge orientations),
                                 coarse-to-fine 2-pass cascade: 64x64, then 128x128 on the warped
-                                moving image (--passes, --refine-scale), trained on fresh
+                                moving image (--passes, --refine-scale), trained by fmdepth's
+                                training engine (fmdepth.tasks / fmdepth.engine) on fresh
                                 torch-synthesised 128x128 pairs (other seeds) with the end-point
                                 error to the known flow; trained for --train-seconds, or loaded
                                 with --load-model (save with --save-model)
 
-Targets (issue 6): deformable mean landmark error <= 1.5 px within 10 s on 2 CPU cores; affine
+Targets: deformable mean landmark error <= 1.5 px within 10 s on 2 CPU cores; affine
 mean corner error <= 0.5 px; learned <= 0.1 s per pair at <= 2 px. The table gives ratios to the
 SimpleITK row measured in the same run. Wall time depends on machine load: the CPU-seconds
 column (process CPU time per pair, summed over threads) is printed too.
 
-Cross-modality pair kinds (issue 14; --cross-modality tuning|heldout|both): channel vs a
+Cross-modality pair kinds (--cross-modality tuning|heldout|both): channel vs a
 non-monotonic remap of another channel, grey photo vs disparity (scikit-image's stereo_motorcycle),
 grey photo vs its edge magnitude, and (held-out only) nilearn's MNI152 T1 vs grey-matter map
 (optional: pip install nilearn, templates ship in the package), 256x256 with ~8 px RMS smooth
@@ -42,11 +43,7 @@ kind, pairs that end worse than they started, wall and CPU seconds per pair:
         --train-passes 2 --lr 3e-4 --train-seconds 1140 --threads 1 --save-model cascade.pt
     python bench/registration.py --pairs 3 --threads 1 --load-model cascade.pt
 
-The last line measured (1 thread, 2731 s of training in all: 7343 single-pass steps, then 1184
-steps of the cascade trained end to end): learned 1.65 px mean (max 2.51) in 0.05 s per pair;
---passes 3 (64, 128, 128 px) 1.46 px (max 2.10) in ~0.1 s. The third stage with --train-passes 3
---train-seed 3000 instead (761 steps in 1140 s), evaluated with --passes 3: 1.40 px (max 2.04) in
-0.083 s per pair (2 passes: 1.71 px).
+The figures of these runs are in the README.
 """
 from __future__ import annotations
 
@@ -60,10 +57,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fmdepth.data.pairs import (FastSyntheticPairDataset, collate_pairs, make_pair, mni152_slice,  # noqa: E402
-                                stereo_rgbd)
+from fmdepth.config import load_config  # noqa: E402
+from fmdepth.data.pairs import make_pair, mni152_slice, stereo_rgbd  # noqa: E402
 from fmdepth.metrics.registration import landmark_error, landmark_errors, mean_corner_error  # noqa: E402
-from fmdepth.models.registration import DEFAULT_SIMILARITY, DeformableRegistration, register_pair  # noqa: E402
+from fmdepth.models.registration import DeformableRegistration, build_registration_system  # noqa: E402
+from fmdepth.registration import DEFAULT_SIMILARITY, keep_if_better, register_pair  # noqa: E402
 
 IMAGES = ("camera", "astronaut", "coffee", "chelsea", "immunohistochemistry")
 
@@ -141,62 +139,72 @@ def _sitk_flow(transform, reference):
 LEARNED = dict(depth=4, width=16, net_size=64, train_size=128, input_norm=True, input_features="orientation")  # the bench's learned model
 
 
+def learned_config(size, train: dict = None):
+    """The config of the learned model (a U-Net that sees both images at LEARNED['net_size'] pixels:
+    the field is smooth) for images of ``size``; ``train``: the training settings of
+    :func:`train_learned` (data, optimiser, budget), None for inference only."""
+    ts = LEARNED["train_size"]
+    sets = ["task=registration", "data.dataset=registration_pairs", f"data.height={ts}", f"data.width={ts}",
+            "registration.method=deformable", f"registration.unet_depth={LEARNED['depth']}",
+            f"registration.unet_width={LEARNED['width']}", "registration.similarity=ngf",
+            f"registration.input_scale={LEARNED['net_size'] / size[0]}", "registration.smoothness=0",
+            "registration.supervised=1", "registration.similarity_weight=0",
+            f"registration.input_norm={LEARNED['input_norm']}",
+            f"registration.input_features={LEARNED['input_features']}"]
+    if train:
+        sets += [f"{k}={v}" for k, v in train.items()]
+    return load_config(None, sets)
+
+
 def build_learned(size) -> DeformableRegistration:
-    """The learned model: a U-Net that sees both images at LEARNED['net_size'] pixels (the field is smooth)."""
-    return DeformableRegistration(depth=LEARNED["depth"], width=LEARNED["width"], similarity="ngf",
-                                  input_scale=LEARNED["net_size"] / size[0], smoothness=0.0, supervised=1.0,
-                                  similarity_weight=0.0, input_norm=LEARNED["input_norm"],
-                                  input_features=LEARNED["input_features"])
+    """The learned model for images of ``size`` (see :func:`learned_config`)."""
+    return build_registration_system(learned_config(size))
 
 
 def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int = 8, lr: float = 1e-3,
                   log_every: int = 100, model: DeformableRegistration = None, passes: int = 1,
-                  refine_scale: float = 1.0):
-    """Train the learned deformable model for a bounded time; returns (model, log lines).
+                  refine_scale: float = 1.0, run_dir: str = ""):
+    """Train the learned deformable model for a bounded time with fmdepth's engine; returns the model.
 
-    Training pairs are synthesised on the fly in torch (:class:`FastSyntheticPairDataset`, other
-    seeds than the test pairs, remap and edge modalities, deformation RMS 0.5-1.5x the nominal one)
-    at LEARNED['train_size'] pixels -- the network sees LEARNED['net_size'] pixels at any input
-    size, so training at 128 px and applying at 256 px shows it the same field of view and the same
-    deformation in its own pixels. Loss: end-point error to the known flow (supervised); Adam with
-    a cosine-decayed learning rate over the time budget. Every pair is new (no pool to overfit).
-    ``model``: continue training this model (e.g. loaded with --load-model) instead of a new one.
-    ``passes``: U-Net passes during training (the loss is on the final composed flow, so the
-    cascade is trained end to end as it is applied at test time); ``refine_scale``: passes after the
-    first see the images at ``refine_scale`` times the first pass's resolution.
+    Training pairs are synthesised on the fly in torch (:class:`FastSyntheticPairDataset` through
+    the registration task, ``registration.synthetic_generator=torch``; other seeds than the test
+    pairs, remap and edge modalities, deformation RMS 0.5-1.5x the nominal one) at
+    LEARNED['train_size'] pixels -- the network sees LEARNED['net_size'] pixels at any input size,
+    so training at 128 px and applying at 256 px shows it the same field of view and the same
+    deformation in its own pixels. Loss: end-point error to the known flow (supervised); Adam at a
+    constant learning rate for ``seconds`` (``train.max_minutes``). Every pair is new (no pool to
+    overfit). ``model``: continue training this model (e.g. loaded with --load-model) instead of a
+    new one. ``passes``: U-Net passes during training (the loss is on the final composed flow, so
+    the cascade is trained end to end as it is applied at test time); ``refine_scale``: passes after
+    the first see the images at ``refine_scale`` times the first pass's resolution. ``run_dir``:
+    the engine's run folder (config, checkpoints, metrics.jsonl); empty: a temporary folder.
     """
-    t0 = time.perf_counter()
+    import dataclasses
+    import tempfile
+
+    from fmdepth.engine.trainer import train
+    from fmdepth.tasks import build_task
+
     ts = (LEARNED["train_size"], LEARNED["train_size"])
-    model = build_learned(ts) if model is None else model
-    model.input_scale = LEARNED["net_size"] / ts[0]
-    model.passes, model.refine_scale = int(passes), float(refine_scale)
     # remap twice as often as edges and same-modality pairs: the easy same-modality pairs get the
     # matching started (multimodal-only training sits on the zero-flow plateau for hundreds of steps)
-    ds = FastSyntheticPairDataset(10 ** 9, size=ts, seed=seed, modalities=("remap", "remap", "edges", "same"),
-                                  rms=rms * ts[0] / size[0])
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    step, recent, logs = 0, [], []
-    model.train()
-    while True:
-        frac = (time.perf_counter() - t0) / seconds
-        if frac >= 1:
-            break
-        for g in opt.param_groups:
-            g["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac)))
-        b = collate_pairs([ds[step * batch + k] for k in range(batch)])
-        out = model.training_step(b, step)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        recent.append(out.scalars["supervised_epe"])
-        step += 1
-        if step % log_every == 0:
-            logs.append(f"    step {step:6d}  {time.perf_counter() - t0:6.0f} s  train EPE (last {log_every}) "
-                        f"{np.mean(recent):.3f} px at {ts[0]} px")
-            print(logs[-1], flush=True)
-            recent = []
-    print(f"  learned model: {step} steps x {batch} fresh pairs ({step * batch} pairs, {passes} pass(es)) in "
-          f"{time.perf_counter() - t0:.0f} s")
+    cfg = learned_config(ts, {
+        "seed": seed, "registration.synthetic_generator": "torch", "registration.synthetic_pairs": 10 ** 6,
+        "registration.modalities": "[remap,remap,edges,same]", "registration.synthetic_rms": rms * ts[0] / size[0],
+        "registration.val_pairs": 0, "registration.passes": passes, "registration.refine_scale": refine_scale,
+        "data.num_workers": 0, "train.batch_size": batch, "train.epochs": 1, "train.max_minutes": seconds / 60.0,
+        "train.log_every": log_every, "train.image_every": 0, "train.device": "cpu", "optim.lr": lr,
+        "optim.decay_epochs": "[]"})
+    task = build_task(cfg)
+    if model is not None:
+        model.input_scale = LEARNED["net_size"] / ts[0]
+        model.passes, model.refine_scale = int(passes), float(refine_scale)
+        task = dataclasses.replace(task, system=model)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(cfg, run_dir or os.path.join(tmp, "run"), task=task, progress=False)
+    model = task.system
+    print(f"  learned model: {result.step} steps x {batch} fresh pairs ({result.step * batch} pairs, "
+          f"{passes} pass(es)), stopped by {result.stop_reason}")
     model.input_scale = LEARNED["net_size"] / size[0]
     return model.eval()
 
@@ -214,7 +222,7 @@ def load_learned(path: str, size) -> DeformableRegistration:
     return model.eval()
 
 
-# ------------------------------------------------------------------ cross-modality pair kinds (issue 14)
+# ------------------------------------------------------------------ cross-modality pair kinds
 # ~8 px RMS smooth field + up to +-4 deg rotation, +-4 % scale (per axis), +-4 px shift, 256x256
 PERTURBATION = dict(rotation_deg=4.0, scale=0.04, shear=0.0, translation=4.0 / 256)
 # kind -> (make_pair modality, base images). The defaults (similarity, learning rate) were chosen on
@@ -371,8 +379,6 @@ def main_cross_modality(args, have_sitk: bool) -> int:
     sims = [s for s in args.similarities.split(",") if s]
     methods = cross_modality_methods(have_sitk, have_ants, sims)
     if args.load_model:  # the learned deformable model (saved by --only-learned --save-model)
-        from fmdepth.models.registration import keep_if_better
-
         model = load_learned(args.load_model, (args.size, args.size))
         model.passes, model.refine_scale = args.passes, args.refine_scale
 
@@ -441,7 +447,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only-learned", action="store_true", help="only the learned row")
     ap.add_argument("--skip-mi", action="store_true", help="skip the (slower) per-pair MI row")
     ap.add_argument("--cross-modality", choices=("", "tuning", "heldout", "both"), default="",
-                    help="issue 14: the cross-modality pair kinds (tuning and/or held-out) against SimpleITK and "
+                    help="the cross-modality pair kinds (tuning and/or held-out) against SimpleITK and "
                          "ANTs instead of the remap benchmark")
     ap.add_argument("--seeds", type=int, default=4, help="cross-modality: pairs (seeds) per kind (default 4)")
     ap.add_argument("--first-seed", type=int, default=0,
