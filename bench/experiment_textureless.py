@@ -269,7 +269,7 @@ def landscape(args, data: str) -> dict:
     from fmdepth.data.synthetic import TEXTURELESS
     from fmdepth.losses import photometric_error
     from fmdepth.losses.feature import robust_l1
-    from fmdepth.models.depth import load_feature_weights
+    from fmdepth.tasks.loading import load_feature_weights
     from fmdepth.networks import FeatureNet
 
     cfg = arm_config(args, data, "two_stage", args.seed)

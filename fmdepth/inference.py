@@ -27,46 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmdepth.data.media import IMAGE_EXTS, VIDEO_EXTS, iter_video_frames  # noqa: F401 (re-exported)
+from fmdepth.data.media import IMAGE_EXTS, VIDEO_EXTS, as_rgb_uint8, iter_video_frames, read_image  # noqa: F401 (re-exported)
+from fmdepth.tasks.loading import LoadedSystem, load_system
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def read_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``) via the engine's loader."""
-    from fmdepth.core.checkpoint import load_checkpoint
-
-    return load_checkpoint(path, map_location="cpu")
-
-
-def _section(ckpt: Dict[str, Any], name: str, path: str) -> Dict[str, Any]:
-    cfg = ckpt.get("config")
-    if not isinstance(cfg, dict) or not isinstance(cfg.get(name), dict):
-        raise ValueError(f"{path}: checkpoint['config'] has no '{name}' section; not a depth checkpoint")
-    return cfg[name]
-
-
-def _model_state(ckpt: Dict[str, Any], name: str, path: str) -> Dict[str, torch.Tensor]:
-    models = ckpt.get("models") or {}
-    if name not in models:
-        task = (ckpt.get("config") or {}).get("task", "?")
-        raise ValueError(f"{path}: checkpoint holds no '{name}' network (task '{task}', models: "
-                         f"{', '.join(sorted(models)) or 'none'}); expected a depth checkpoint "
-                         "written by `fmdepth train` with task=depth")
-    return models[name]
-
-
-def _load_state(net: torch.nn.Module, state: Dict[str, torch.Tensor], path: str, what: str) -> None:
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:400]
-        raise ValueError(f"{path}: the '{what}' weights do not fit the architecture described by the "
-                         f"checkpoint's config ({first})") from None
-
-
 @dataclass
 class CheckpointInfo:
-    """What the networks need from a checkpoint's resolved config."""
+    """What prediction needs from a checkpoint's resolved config."""
 
     path: str
     height: int
@@ -78,27 +46,18 @@ class CheckpointInfo:
     pose_scale: float
     num_scales: int
     config: Dict[str, Any]
-    input_norm: str = "imagenet"  # model.input_norm (older checkpoints: ImageNet statistics)
+    input_norm: str = "imagenet"  # model.input_norm
     depth_decoder: str = "monodepth2"  # model.depth_decoder
 
     @classmethod
-    def from_checkpoint(cls, ckpt: Dict[str, Any], path: str) -> "CheckpointInfo":
-        data = _section(ckpt, "data", path)
-        model = _section(ckpt, "model", path)
-        try:
-            info = cls(path=path, height=int(data["height"]), width=int(data["width"]),
-                       min_depth=float(model["min_depth"]), max_depth=float(model["max_depth"]),
-                       depth_layers=int(model["depth_layers"]), pose_layers=int(model["pose_layers"]),
-                       pose_scale=float(model.get("pose_scale", 0.01)),
-                       num_scales=int(model.get("num_scales", 4)), config=ckpt["config"],
-                       input_norm=str(model.get("input_norm", "imagenet")),
-                       depth_decoder=str(model.get("depth_decoder", "monodepth2")))
-        except KeyError as exc:
-            raise ValueError(f"{path}: checkpoint config lacks {exc.args[0]!r} (data.height/width, "
-                             "model.min_depth/max_depth/depth_layers/pose_layers are needed)") from None
-        if info.height % 32 or info.width % 32 or info.height <= 0 or info.width <= 0:
-            raise ValueError(f"{path}: input size {info.height}x{info.width} is not a multiple of 32")
-        return info
+    def from_loaded(cls, loaded: LoadedSystem) -> "CheckpointInfo":
+        """The fields of :class:`~fmdepth.tasks.loading.LoadedSystem`'s resolved config."""
+        cfg = loaded.config
+        m = cfg.model
+        return cls(path=loaded.path, height=cfg.data.height, width=cfg.data.width, min_depth=m.min_depth,
+                   max_depth=m.max_depth, depth_layers=m.depth_layers, pose_layers=m.pose_layers,
+                   pose_scale=m.pose_scale, num_scales=m.num_scales, config=loaded.checkpoint["config"],
+                   input_norm=m.input_norm, depth_decoder=m.depth_decoder)
 
 
 def _pick_device(device) -> torch.device:
@@ -118,7 +77,7 @@ def resize_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 
 class _CheckpointPredictor:
-    """A network rebuilt from a checkpoint's config and weights, in eval mode.
+    """A network of the system a checkpoint describes (:func:`fmdepth.tasks.load_system`), in eval mode.
 
     Args:
         net: the loaded network.
@@ -127,6 +86,7 @@ class _CheckpointPredictor:
     """
 
     MODEL_NAME = ""  # key under checkpoint["models"]
+    ATTRIBUTE = ""  # the network's attribute on the depth system
 
     def __init__(self, net: torch.nn.Module, info: CheckpointInfo, device: torch.device):
         self.net = net.to(device).eval()
@@ -134,31 +94,19 @@ class _CheckpointPredictor:
         self.device = device
         self.height, self.width = info.height, info.width
 
-    @staticmethod
-    def build_net(info: CheckpointInfo) -> torch.nn.Module:
-        raise NotImplementedError
-
     @classmethod
-    def from_checkpoint(cls, path: str, device=None, ckpt: Optional[Dict[str, Any]] = None):
-        ckpt = read_checkpoint(path) if ckpt is None else ckpt
-        info = CheckpointInfo.from_checkpoint(ckpt, path)
-        state = _model_state(ckpt, cls.MODEL_NAME, path)
-        net = cls.build_net(info)
-        _load_state(net, state, path, cls.MODEL_NAME)
-        return cls(net, info, _pick_device(device))
+    def from_checkpoint(cls, path: str, device=None):
+        """Rebuild the network from ``path`` (ValueError naming the file when it cannot)."""
+        device = _pick_device(device)
+        loaded = load_system(path, device=device, task="depth", require=(cls.MODEL_NAME,))
+        return cls(getattr(loaded.system, cls.ATTRIBUTE), CheckpointInfo.from_loaded(loaded), device)
 
 
 class DepthPredictor(_CheckpointPredictor):
     """A DepthNet rebuilt from a checkpoint, in eval mode (``DepthPredictor.from_checkpoint(path)``)."""
 
     MODEL_NAME = "depth"
-
-    @staticmethod
-    def build_net(info: CheckpointInfo) -> torch.nn.Module:
-        from fmdepth.networks import DepthNet
-
-        return DepthNet(num_layers=info.depth_layers, pretrained="none", num_scales=info.num_scales,
-                        input_norm=info.input_norm, decoder=info.depth_decoder)
+    ATTRIBUTE = "depth_net"
 
     @torch.no_grad()
     def predict_scaled_disp(self, images: torch.Tensor, post_process: bool = False) -> torch.Tensor:
@@ -215,13 +163,7 @@ class PosePredictor(_CheckpointPredictor):
     """
 
     MODEL_NAME = "pose"
-
-    @staticmethod
-    def build_net(info: CheckpointInfo) -> torch.nn.Module:
-        from fmdepth.networks import PoseNet
-
-        return PoseNet(num_layers=info.pose_layers, pretrained="none", num_frames=2,
-                       output_scale=info.pose_scale, input_norm=info.input_norm)
+    ATTRIBUTE = "pose_net"
 
     @torch.no_grad()
     def predict(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:
@@ -246,16 +188,15 @@ class PosePredictor(_CheckpointPredictor):
 
 # ---------------------------------------------------------------------------------- inputs
 def load_image(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from an image file (clear error when unreadable)."""
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 RGB from an image file, read by :func:`fmdepth.data.media.read_image`.
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from None
+    8-bit files come back unchanged; 16-bit ones are value / 65535 rounded to 8 bits; grey is
+    repeated to RGB, alpha dropped, palettes expanded.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a readable image.
+    """
+    return as_rgb_uint8(np.transpose(read_image(path, channels=3), (1, 2, 0)))
 
 
 def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:

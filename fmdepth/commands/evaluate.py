@@ -328,12 +328,11 @@ def _evaluate_checkpoint(args, split_path, entries, protocol, median_scaling, fi
     from torch.utils.data import DataLoader
 
     from fmdepth.data import KittiRawDataset, collate_depth
-    from fmdepth.inference import DepthPredictor, read_checkpoint
+    from fmdepth.inference import DepthPredictor
     from fmdepth.metrics.depth import DepthEvaluator
 
-    ckpt = read_checkpoint(args.checkpoint)
-    predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device, ckpt=ckpt)
-    img_ext = (ckpt["config"].get("data") or {}).get("img_ext", ".png")
+    predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device)
+    img_ext = (predictor.info.config.get("data") or {}).get("img_ext", ".png")
     gts, gt_name = _load_gt(args, split_path)
     dataset = KittiRawDataset(args.data, split_path, predictor.height, predictor.width, frame_ids=(0,),
                               num_scales=1, is_train=False, img_ext=img_ext, load_gt=False)

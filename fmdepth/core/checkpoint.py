@@ -57,6 +57,28 @@ def save_checkpoint(payload: Mapping[str, Any], path: str) -> None:
         raise
 
 
+def read_weights_file(path: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, one-line errors.
+
+    The one ``torch.load`` of checkpoints and weight files; :func:`load_checkpoint` adds the
+    checks of an fmdepth checkpoint on top.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: not a torch file, or it holds objects that are not plain data.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: not an fmdepth checkpoint (it holds objects that cannot be "
+                              f"loaded safely with weights_only=True): {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # torch raises many types for junk (IndexError, RuntimeError, EOFError ...)
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or another "
+                              f"format?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
 def load_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     """Read a checkpoint with ``torch.load(..., weights_only=True)`` and check its keys.
 
@@ -69,16 +91,7 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
         CheckpointError: the file is not a torch file, holds objects that are not plain data,
             or is not an fmdepth checkpoint (missing keys are named).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: not an fmdepth checkpoint (it holds objects that cannot be "
-                              f"loaded safely with weights_only=True): {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # torch raises many types for junk (IndexError, RuntimeError, EOFError ...)
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or another "
-                              f"format?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    data = read_weights_file(path, map_location)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not an fmdepth checkpoint (expected a dict, got {type(data).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in data]

@@ -59,11 +59,10 @@ def _require_onnx():
 def load_network(checkpoint: str, pose: bool = False, height: Optional[int] = None,
                  width: Optional[int] = None):
     """(module in eval mode, example input shape, metadata) for the checkpoint's DepthNet/PoseNet."""
-    from fmdepth.inference import DepthPredictor, PosePredictor, read_checkpoint
+    from fmdepth.inference import DepthPredictor, PosePredictor
 
-    ckpt = read_checkpoint(checkpoint)
     cls = PosePredictor if pose else DepthPredictor
-    predictor = cls.from_checkpoint(checkpoint, device="cpu", ckpt=ckpt)
+    predictor = cls.from_checkpoint(checkpoint, device="cpu")
     info = predictor.info
     h = info.height if height is None else int(height)
     w = info.width if width is None else int(width)

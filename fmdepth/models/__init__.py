@@ -2,6 +2,6 @@
 
 ``depth``: the self-supervised depth/pose system with the feature-metric loss.
 """
-from .depth import DepthSystem, build_depth_system, colorize, load_feature_weights
+from .depth import DepthSystem, build_depth_system, colorize
 
-__all__ = ["DepthSystem", "build_depth_system", "colorize", "load_feature_weights"]
+__all__ = ["DepthSystem", "build_depth_system", "colorize"]

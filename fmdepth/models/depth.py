@@ -4,7 +4,7 @@
 :mod:`fmdepth.geometry` (warps) and :mod:`fmdepth.losses` into one trainable module following
 the engine's :class:`~fmdepth.core.system.System` protocol. It is a pure model: it reads a
 :class:`~fmdepth.data.DepthBatch` and returns a :class:`~fmdepth.core.system.StepOutput`; it
-does no I/O (the factory :func:`build_depth_system` is where weights files are read).
+does no I/O (weights files are read by :mod:`fmdepth.tasks.loading`).
 
 Objective (``loss`` = :class:`~fmdepth.config.LossConfig`), for the target frame 0 and source
 frames S (temporal neighbours through PoseNet, and the stereo frame ``'s'`` through
@@ -51,7 +51,6 @@ the same code path is the photometric-only Monodepth2-style baseline.
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -423,41 +422,21 @@ class DepthSystem(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- factory
-def load_feature_weights(path: str) -> Dict[str, torch.Tensor]:
-    """FeatureNet state_dict from a stage-1 fmdepth checkpoint (``models.feature``) or a bare
-    FeatureNet state_dict file, read with ``torch.load(weights_only=True)``.
+def build_depth_system(cfg, feature_state: Optional[Dict[str, torch.Tensor]] = None) -> DepthSystem:
+    """Build a :class:`DepthSystem` from a full :class:`~fmdepth.config.Config` (no file I/O).
 
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file holds neither.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model.feature_weights: file not found: {path!r} (expected a stage-1 "
-                                f"checkpoint RUN_DIR/checkpoints/last.pt or a FeatureNet state_dict)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"model.feature_weights: cannot read {path} with weights_only=True: {exc}") from exc
-    if isinstance(data, dict) and isinstance(data.get("models"), dict):
-        if "feature" not in data["models"]:
-            raise ValueError(f"model.feature_weights: checkpoint {path} has no FeatureNet "
-                             f"(models: {', '.join(data['models'])}); train stage 1 with loss.mode=featurenet")
-        data = data["models"]["feature"]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ValueError(f"model.feature_weights: {path} is not a FeatureNet state_dict or fmdepth checkpoint")
-    return data
+    Reads ``cfg.model``, ``cfg.loss``, ``cfg.data.frame_ids`` / ``stereo`` / ``num_scales``.
+    Mode ``depth`` with a feature-metric weight > 0 needs ``model.feature_weights`` (a frozen
+    random FeatureNet would be meaningless); the depth task reads that file
+    (:func:`fmdepth.tasks.loading.load_feature_weights`) and passes it as ``feature_state``.
 
-
-def build_depth_system(cfg) -> DepthSystem:
-    """Build a :class:`DepthSystem` from a full :class:`~fmdepth.config.Config`.
-
-    Reads ``cfg.model``, ``cfg.loss``, ``cfg.data.frame_ids`` / ``stereo`` / ``num_scales``; loads
-    ``model.feature_weights`` into FeatureNet when given (required in mode ``depth`` with a
-    feature-metric weight > 0: a frozen random FeatureNet would be meaningless).
+    Args:
+        cfg: the resolved config.
+        feature_state: FeatureNet ``state_dict`` to load (ignored when no FeatureNet is built).
 
     Raises:
         ConfigError: inconsistent keys (message names the key).
-        FileNotFoundError / ValueError: unreadable or mismatching ``model.feature_weights``.
+        ValueError: ``feature_state`` does not fit FeatureNet (``model.feature_layers``).
     """
     model, loss, data = cfg.model, cfg.loss, cfg.data
     if loss.mode != "featurenet" and max(loss.scales) >= data.num_scales:
@@ -468,10 +447,9 @@ def build_depth_system(cfg) -> DepthSystem:
                           "needs trained weights: run stage 1 with --set loss.mode=featurenet, then pass "
                           "--set model.feature_weights=RUN_DIR/checkpoints/last.pt (or use loss.mode=joint)")
     system = DepthSystem(model, loss, frame_ids=data.frame_ids, stereo=data.stereo)
-    if model.feature_weights and system.feature_net is not None:
-        state = load_feature_weights(model.feature_weights)
+    if feature_state is not None and system.feature_net is not None:
         try:
-            result = system.feature_net.load_state_dict(state, strict=False)
+            result = system.feature_net.load_state_dict(feature_state, strict=False)
         except RuntimeError as exc:  # tensor shape mismatch
             raise ValueError(f"model.feature_weights: {model.feature_weights} does not fit "
                              f"FeatureNet(ResNet{model.feature_layers}): {exc}") from None

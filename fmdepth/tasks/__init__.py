@@ -2,7 +2,8 @@
 
 Each task lives in ``fmdepth/tasks/<name>.py`` and defines ``build(cfg) -> Task``. Builders are
 imported lazily, so ``fmdepth train`` for one task never imports another task's code.
-:func:`train` builds the task named by the config and runs the engine's loop on it.
+:func:`train` builds the task named by the config and runs the engine's loop on it;
+:func:`load_system` (:mod:`fmdepth.tasks.loading`) rebuilds a trained system from a checkpoint.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import importlib
 from typing import Dict
 
 from fmdepth.core.task import Task, Validate  # noqa: F401 (re-exported)
+from fmdepth.tasks.loading import LoadedSystem, load_system  # noqa: F401 (re-exported)
 
 # task name -> "module:function"
 TASK_BUILDERS: Dict[str, str] = {
@@ -17,6 +19,7 @@ TASK_BUILDERS: Dict[str, str] = {
     "registration": "fmdepth.tasks.registration:build",
     "semantic": "fmdepth.tasks.semantic:build",
 }
+
 
 def build_task(cfg) -> Task:
     """Import ``fmdepth.tasks.<cfg.task>`` and call its ``build(cfg)``."""

@@ -1,7 +1,8 @@
 """The depth task: the self-supervised depth/pose system on KITTI raw, KITTI odometry, synthetic
 or own-video / image-folder sequences.
 
-``build(cfg)`` wires :func:`fmdepth.models.depth.build_depth_system` to the readers of
+``build(cfg)`` wires :func:`build_system` (:func:`fmdepth.models.depth.build_depth_system` with
+``model.feature_weights`` read from disk) to the readers of
 :mod:`fmdepth.data` chosen by ``data.dataset`` -- ``kitti_raw`` and ``synthetic``
 (:class:`~fmdepth.data.KittiRawDataset`), ``kitti_odom``
 (:class:`~fmdepth.data.KittiOdometryDataset`, calibration from each sequence's ``calib.txt``) and
@@ -173,10 +174,27 @@ def _odometry_has_gt(root: str, val_file: str) -> bool:
     return os.path.isfile(os.path.join(root, "sequences", seq, "velodyne", f"{frame:06d}.bin"))
 
 
+def build_system(cfg):
+    """The :class:`~fmdepth.models.depth.DepthSystem` of ``cfg``, FeatureNet loaded from
+    ``model.feature_weights`` when given and built (read by
+    :func:`fmdepth.tasks.loading.load_feature_weights`).
+
+    Raises:
+        ConfigError: inconsistent keys; FileNotFoundError / ValueError: unreadable or
+            mismatching ``model.feature_weights``.
+    """
+    from fmdepth.models.depth import build_depth_system
+    from fmdepth.tasks.loading import load_feature_weights
+
+    state = None
+    if cfg.model.feature_weights and (cfg.loss.mode == "featurenet" or cfg.loss.feature_metric > 0):
+        state = load_feature_weights(cfg.model.feature_weights)
+    return build_depth_system(cfg, feature_state=state)
+
+
 def build(cfg) -> Task:
     """Depth system + train/val sets of ``data.dataset`` + Eigen-protocol validation for ``cfg``."""
     from fmdepth.data import KittiOdometryDataset, KittiRawDataset, collate_depth
-    from fmdepth.models.depth import build_depth_system
 
     d = cfg.data
     if d.dataset not in ("kitti_raw", "synthetic", "kitti_odom", "folder"):
@@ -191,7 +209,7 @@ def build(cfg) -> Task:
             raise FileNotFoundError(f"data.path: dataset folder not found: '{d.path}' (pass --data DIR)")
         train_set, val_set = _kitti_sets(cfg, KittiOdometryDataset if d.dataset == "kitti_odom" else KittiRawDataset)
 
-    system = build_depth_system(cfg)
+    system = build_system(cfg)
     if cfg.model.init_checkpoint:
         loaded = init_from_checkpoint(system, cfg)
         print(f"model.init_checkpoint: {', '.join(loaded)} from {cfg.model.init_checkpoint}")

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from fmdepth.config import ConfigError, LossConfig, ModelConfig, config_from_dict
 from fmdepth.geometry import intrinsics_pyramid, invert_intrinsics
 from fmdepth.models import DepthSystem, build_depth_system, colorize
+from fmdepth.tasks.depth import build_system
 
 from fmdepth.data import DepthBatch
 
@@ -220,17 +221,17 @@ def test_stage1_checkpoint_feeds_stage2(tmp_path):
             p.add_(0.01)
     ckpt = tmp_path / "last.pt"
     torch.save({"config": {}, "models": {k: m.state_dict() for k, m in stage1.trainable_models().items()}}, ckpt)
-    stage2 = build_depth_system(_cfg(loss={"mode": "depth"}, model={"feature_weights": str(ckpt)}))
+    stage2 = build_system(_cfg(loss={"mode": "depth"}, model={"feature_weights": str(ckpt)}))
     for k, v in stage1.feature_net.state_dict().items():
         torch.testing.assert_close(stage2.feature_net.state_dict()[k], v)
 
     with pytest.raises(FileNotFoundError, match="feature_weights"):
-        build_depth_system(_cfg(loss={"mode": "depth"}, model={"feature_weights": str(tmp_path / "nope.pt")}))
+        build_system(_cfg(loss={"mode": "depth"}, model={"feature_weights": str(tmp_path / "nope.pt")}))
     torch.save({"models": {"depth": {}}}, tmp_path / "nofeat.pt")
     with pytest.raises(ValueError, match="no FeatureNet"):
-        build_depth_system(_cfg(loss={"mode": "depth"}, model={"feature_weights": str(tmp_path / "nofeat.pt")}))
+        build_system(_cfg(loss={"mode": "depth"}, model={"feature_weights": str(tmp_path / "nofeat.pt")}))
     with pytest.raises(ValueError, match="does not fit"):
-        build_depth_system(_cfg(loss={"mode": "depth"},
+        build_system(_cfg(loss={"mode": "depth"},
                                 model={"feature_weights": str(ckpt), "feature_layers": 34}))
 
 
