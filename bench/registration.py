@@ -58,6 +58,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from fmdepth.config import load_config  # noqa: E402
+from fmdepth.core.checkpoint import read_weights_file  # noqa: E402
 from fmdepth.data.pairs import make_pair, mni152_slice, stereo_rgbd  # noqa: E402
 from fmdepth.metrics.registration import landmark_error, landmark_errors, mean_corner_error  # noqa: E402
 from fmdepth.models.registration import DeformableRegistration, build_registration_system  # noqa: E402
@@ -214,7 +215,7 @@ def save_learned(model: DeformableRegistration, path: str) -> None:
 
 
 def load_learned(path: str, size) -> DeformableRegistration:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_weights_file(path)  # torch.load(weights_only=True)
     if ckpt.get("learned") != LEARNED:
         raise ValueError(f"{path}: saved for {ckpt.get('learned')}, this bench builds {LEARNED}")
     model = build_learned(size)

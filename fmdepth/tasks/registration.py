@@ -47,7 +47,9 @@ def validate_registration(system, loader, device) -> Dict[str, float]:
 
 
 def load_registration_checkpoint(path: str, map_location="cpu"):
-    """Rebuild a learned registration system (eval mode) from an engine checkpoint.
+    """Rebuild a learned registration system (eval mode, on ``map_location``) from an engine checkpoint.
+
+    Reads through :func:`fmdepth.tasks.loading.load_system` (the one checkpoint loader).
 
     Returns:
         the :class:`fmdepth.models.registration.LearnedRegistration` of the checkpoint's config,
@@ -57,20 +59,9 @@ def load_registration_checkpoint(path: str, map_location="cpu"):
         FileNotFoundError: no file at ``path``.
         ValueError: not an fmdepth checkpoint, not a registration checkpoint, or weights missing.
     """
-    from fmdepth.config import config_from_dict
-    from fmdepth.core.checkpoint import load_checkpoint
-    from fmdepth.models.registration import build_registration_system
+    from fmdepth.tasks.loading import load_system
 
-    ckpt = load_checkpoint(path, map_location=map_location)
-    cfg = config_from_dict(ckpt["config"])
-    if cfg.task != "registration":
-        raise ValueError(f"{path}: checkpoint of task '{cfg.task}', expected a registration checkpoint")
-    system = build_registration_system(cfg)
-    for name, module in system.trainable_models().items():
-        if name not in ckpt["models"]:
-            raise ValueError(f"{path}: checkpoint has no weights for '{name}' (has {', '.join(ckpt['models'])})")
-        module.load_state_dict(ckpt["models"][name])
-    return system.eval()
+    return load_system(path, device=map_location, task="registration").system
 
 
 def build(cfg) -> Task:
