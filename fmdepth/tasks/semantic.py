@@ -46,13 +46,9 @@ def build(cfg) -> Task:
                               refine_radius=s.refine_radius, finest_stride=s.finest_stride,
                               affine_prior=s.affine_prior)
     if s.init_checkpoint:
-        from fmdepth.core.checkpoint import load_checkpoint
+        from fmdepth.tasks.loading import load_network_state
 
-        ckpt = load_checkpoint(s.init_checkpoint)
-        if "semantic" not in ckpt["models"]:
-            raise ValueError(f"semantic.init_checkpoint: {s.init_checkpoint} holds no 'semantic' model "
-                             f"(models: {', '.join(ckpt['models'])})")
-        aligner.load_state_dict(ckpt["models"]["semantic"])
+        aligner.load_state_dict(load_network_state(s.init_checkpoint, "semantic", "semantic.init_checkpoint"))
     weights = {"flow": s.flow_weight, "coarse_flow": s.coarse_flow_weight, "photometric": s.photometric_weight,
                "equivariance": s.equivariance_weight, "joint": s.joint_weight,
                "concentration": s.concentration_weight, "separation": s.separation_weight}
