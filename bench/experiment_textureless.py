@@ -136,7 +136,7 @@ def make_validate(cfg, example_dir=None, start: int = 0):
 
     With ``example_dir``, the scaled disparity of test frame ``EXAMPLE_INDEX`` is saved at every
     validation as ``example_dir/step_<N>.npy`` (validations run every ``train.val_every`` steps)."""
-    from fmdepth.geometry import disp_to_depth
+    from fmdepth.tasks.evaluate import predict_split
 
     calls = [start // cfg.train.val_every]  # a resumed run: the validations already done
 
@@ -144,15 +144,15 @@ def make_validate(cfg, example_dir=None, start: int = 0):
         acc = Accumulator()
         calls[0] += 1
         seen = 0
-        for batch in loader:
-            disp = system.predict_disparity(batch.net_frames[0].to(device))
-            scaled, _ = disp_to_depth(disp, cfg.model.min_depth, cfg.model.max_depth)
-            acc.add(batch.depth_gt, batch.label, scaled.float().cpu())
+        for item in predict_split(system.predict_disparity, loader, cfg.model.min_depth, cfg.model.max_depth,
+                                  device):
+            scaled = item.scaled
+            acc.add(item.batch.depth_gt, item.batch.label, scaled)
             n = scaled.shape[0]
             if example_dir is not None and seen <= EXAMPLE_INDEX < seen + n:
                 os.makedirs(example_dir, exist_ok=True)
                 np.save(os.path.join(example_dir, f"step_{calls[0] * cfg.train.val_every}.npy"),
-                        scaled[EXAMPLE_INDEX - seen, 0].float().cpu().numpy())
+                        scaled[EXAMPLE_INDEX - seen, 0].numpy())
             seen += n
         r = acc.result()
         return {**{k: v for k, v in r["overall"].items()}, **{f"tl_{k}": v for k, v in r["textureless"].items()}}

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from fmdepth.data.media import IMAGE_EXTS, VIDEO_EXTS, as_rgb_uint8, iter_video_frames, read_image  # noqa: F401 (re-exported)
+from fmdepth.tasks.evaluate import scaled_disparity
 from fmdepth.tasks.loading import LoadedSystem, load_system
 
 
@@ -119,21 +120,12 @@ class DepthPredictor(_CheckpointPredictor):
         Returns:
             (B, 1, height, width) float32 on the predictor's device.
         """
-        from fmdepth.geometry import disp_to_depth
-        from fmdepth.metrics.depth import post_process_disparity
-
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got {shape}")
         x = resize_images(images.to(self.device, torch.float32), self.height, self.width)
-        if post_process:
-            x = torch.cat([x, torch.flip(x, dims=[3])], dim=0)
-        disp = self.net(x)[0]
-        scaled, _ = disp_to_depth(disp, self.info.min_depth, self.info.max_depth)
-        if post_process:
-            n = images.shape[0]
-            scaled = post_process_disparity(scaled[:n], torch.flip(scaled[n:], dims=[3]))
-        return scaled
+        return scaled_disparity(lambda t: self.net(t)[0], x, self.info.min_depth, self.info.max_depth,
+                                post_process)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, post_process: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:

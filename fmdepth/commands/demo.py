@@ -109,12 +109,11 @@ def evaluate_on_test(system, data_dir: str, cfg, device, progress: bool = True):
 
     import numpy as np
     import torch
-    from tqdm import tqdm
 
     from fmdepth.data import KittiRawDataset, collate_depth
     from fmdepth.data.splits import read_split
-    from fmdepth.geometry import disp_to_depth
-    from fmdepth.metrics import evaluate_depth_predictions
+    from fmdepth.metrics import DepthEvaluator, evaluate_depth_predictions
+    from fmdepth.tasks.evaluate import evaluate_split
 
     test_file = os.path.join(data_dir, "splits", "test_files.txt")
     entries = read_split(test_file)
@@ -122,26 +121,27 @@ def evaluate_on_test(system, data_dir: str, cfg, device, progress: bool = True):
                               num_scales=1, is_train=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=False, num_workers=0,
                                          collate_fn=collate_depth)
-    images, disps = [], []
-    system.eval()
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
-            image = batch.net_frames[0].to(device)
-            disps.append(system.predict_disparity(image).float().cpu())
-            images.append(image.cpu())
-    images_t, disps_t = torch.cat(images), torch.cat(disps)
     gts = []
     for folder, frame, side in entries:
         sub = "depth" if side == "l" else "depth_03"
         path = os.path.join(data_dir, "gt", folder, sub, f"{int(frame):010d}.npy")
         gts.append(np.load(path, allow_pickle=False).astype(np.float32))
-    scaled = disp_to_depth(disps_t, cfg.model.min_depth, cfg.model.max_depth)[0][:, 0].numpy()
-    model_eval = evaluate_depth_predictions(gts, list(scaled), protocol="eigen", median_scaling=True,
-                                            gt_source=test_file, pred_source="demo model")
+    images, disps, scaled = [], [], []
+
+    def keep(item) -> None:
+        images.append(item.batch.net_frames[0])
+        disps.append(item.disp)
+        scaled.extend(item.scaled[:, 0].numpy())
+
+    evaluator = DepthEvaluator(protocol="eigen", median_scaling=True, source="demo model")
+    system.eval()
+    evaluate_split(system.predict_disparity, loader, cfg.model.min_depth, cfg.model.max_depth, device,
+                   [evaluator], gts=gts, progress="evaluate" if progress else None, on_batch=keep)
+    model_eval = evaluator.result()
     constant = [np.ones_like(d) for d in scaled]  # any constant: median scaling sets its value
     base_eval = evaluate_depth_predictions(gts, constant, protocol="eigen", median_scaling=True,
                                            gt_source=test_file, pred_source="constant depth")
-    return model_eval, base_eval, images_t, disps_t, gts
+    return model_eval, base_eval, torch.cat(images), torch.cat(disps), gts
 
 
 def write_depth_grid(path: str, images, disps, gts, rows: int = 4) -> str:

@@ -324,12 +324,13 @@ def run_depth(args) -> int:
 
 
 def _evaluate_checkpoint(args, split_path, entries, protocol, median_scaling, fixed_scale):
-    """Batched DepthNet inference over the split, metrics computed batch by batch."""
+    """Batched DepthNet inference over the split (:func:`fmdepth.tasks.evaluate.evaluate_split`)."""
     from torch.utils.data import DataLoader
 
     from fmdepth.data import KittiRawDataset, collate_depth
     from fmdepth.inference import DepthPredictor
     from fmdepth.metrics.depth import DepthEvaluator
+    from fmdepth.tasks.evaluate import evaluate_split
 
     predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device)
     img_ext = (predictor.info.config.get("data") or {}).get("img_ext", ".png")
@@ -350,30 +351,13 @@ def _evaluate_checkpoint(args, split_path, entries, protocol, median_scaling, fi
           f"(ResNet{predictor.info.depth_layers}, {predictor.device}, batch {args.batch_size}"
           f"{', flip post-processing' if args.post_process else ''})")
     preds = []
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(dataset), desc="evaluate depth", unit="img")
-    index = 0
-    for batch in loader:
-        images = batch.net_frames[0]
-        scaled = predictor.predict_scaled_disp(images, post_process=args.post_process)[:, 0].float().cpu().numpy()
-        n = scaled.shape[0]
-        names = None
-        if entries:
-            names = [f"{f} {i} {s}" for f, i, s in entries[index:index + n]]
-        for b in range(n):  # GT maps of one batch may differ in size: one image at a time
-            evaluator.add(gts[index + b], scaled[b], names=[names[b]] if names else None)
-            if probe is not None:
-                probe.add(gts[index + b], scaled[b])
-        if args.save_pred:
-            preds.extend(scaled)
-        index += n
-        if bar is not None:
-            bar.update(n)
-    if bar is not None:
-        bar.close()
+    names = [f"{f} {i} {s}" for f, i, s in entries] if entries else None
+    evaluators = [evaluator] if probe is None else [evaluator, probe]
+    evaluate_split(lambda images: predictor.net(images)[0], loader, predictor.info.min_depth,
+                   predictor.info.max_depth, predictor.device, evaluators,
+                   gts=gts, names=names, post_process=args.post_process,
+                   progress=None if args.no_progress else "evaluate depth",
+                   on_batch=(lambda item: preds.extend(item.scaled[:, 0].numpy())) if args.save_pred else None)
     result = evaluator.result()
     if probe is not None:
         check = probe.result()

@@ -19,12 +19,9 @@ Zhou et al. and Monodepth2). For ``data.dataset: synthetic`` an empty ``data.spl
 """
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from typing import Dict
-
-import torch
 
 from fmdepth.core.task import Task
 
@@ -52,34 +49,21 @@ def resolve_split_dir(cfg) -> str:
     return path if os.path.isdir(path) else os.path.dirname(path)
 
 
-def _dataset_kwargs(cls, wanted: Dict) -> Dict:
-    """Keep only the keyword arguments ``cls`` accepts (augmentation knobs are optional)."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return wanted
-    return {k: v for k, v in wanted.items() if k in params}
-
-
 def make_depth_validate(min_depth: float, max_depth: float):
     """``validate(system, loader, device)`` -> the seven depth metrics (Eigen protocol).
 
     Predicts full-resolution disparity for frame 0 of every batch, converts it with
     ``disp_to_depth`` to a scaled disparity and evaluates it against ``batch.depth_gt`` with
-    :class:`fmdepth.metrics.DepthEvaluator` (Garg crop, 80 m cap, median scaling).
+    :class:`fmdepth.metrics.DepthEvaluator` (Garg crop, 80 m cap, median scaling), through
+    :func:`fmdepth.tasks.evaluate.evaluate_split`.
     """
 
     def validate(system, loader, device) -> Dict[str, float]:
-        from fmdepth.geometry import disp_to_depth
         from fmdepth.metrics import DepthEvaluator
+        from fmdepth.tasks.evaluate import evaluate_split
 
         evaluator = DepthEvaluator(protocol="eigen", median_scaling=True, source="validation")
-        for batch in loader:
-            if batch.depth_gt is None:
-                raise ValueError("the validation set has no ground-truth depth (depth_gt is None)")
-            image = batch.net_frames[0].to(device)
-            disp = system.predict_disparity(image)
-            scaled, _ = disp_to_depth(disp, min_depth, max_depth)
-            evaluator.add(batch.depth_gt.float().cpu(), scaled.float().cpu())
+        evaluate_split(system.predict_disparity, loader, min_depth, max_depth, device, [evaluator])
         return evaluator.result().metrics
 
     return validate
@@ -235,18 +219,15 @@ def _kitti_sets(cfg, cls):
     val_file = os.path.join(split_dir, "val_files.txt")
     common = dict(height=d.height, width=d.width, num_scales=d.num_scales, img_ext=d.img_ext,
                   skip_missing=d.skip_missing)
-    train_kwargs = _dataset_kwargs(cls, dict(
-        common, frame_ids=tuple(d.frame_ids), is_train=True, stereo=d.stereo, load_gt=False,
-        flip_prob=d.flip_prob, jitter_prob=d.jitter_prob))
-    train_set = cls(d.path, train_file, **train_kwargs)
+    train_set = cls(d.path, train_file, frame_ids=tuple(d.frame_ids), is_train=True, stereo=d.stereo,
+                    load_gt=False, flip_prob=d.flip_prob, jitter_prob=d.jitter_prob, **common)
     if train_set.stereo:
         check_stereo_depth_range(cfg, train_set)
     val_set = None
     if os.path.isfile(val_file) and os.path.getsize(val_file) > 0:
         if cls is not KittiOdometryDataset or _odometry_has_gt(d.path, val_file):
-            val_kwargs = _dataset_kwargs(cls, dict(
-                common, frame_ids=(0,), is_train=False, stereo=False, load_gt=True))
-            val_set = cls(d.path, val_file, **val_kwargs)
+            val_set = cls(d.path, val_file, frame_ids=(0,), is_train=False, stereo=False, load_gt=True,
+                          **common)
         else:
             print(f"validation: {val_file} has no ground truth under {d.path} (no velodyne scans); "
                   "training without depth validation")
@@ -334,12 +315,3 @@ def _folder_sets(cfg):
                                  fov_deg=d.fov_deg, val_fraction=d.val_fraction,
                                  flip_prob=d.flip_prob, jitter_prob=d.jitter_prob,
                                  progress=sys.stderr.isatty())  # the video-decoding bar
-
-
-@torch.no_grad()
-def predict_disparity_batches(system, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """(N, 3, H, W) in [0, 1] -> (N, 1, H, W) sigmoid disparity, in batches (eval mode)."""
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-    outs = [system.predict_disparity(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    return torch.cat(outs)
