@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -107,20 +106,6 @@ def add_pose_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _registration_module():
-    try:
-        return importlib.import_module("fmdepth.commands.evaluate_registration")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("fmdepth.commands.evaluate_registration"):
-            return None
-        raise
-
-
-def _run_registration_missing(args) -> int:
-    raise ValueError("registration evaluation is not available in this installation "
-                     "(module fmdepth.commands.evaluate_registration is missing)")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="evaluate_what", metavar="{depth,pose,registration}")
     sub.required = True
@@ -133,17 +118,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        formatter_class=fmt)
     add_pose_arguments(p)
     p.set_defaults(_run=run_pose)
-    reg = _registration_module()
-    if reg is None:
-        p = sub.add_parser("registration", help="registration metrics (not installed)",
-                           description="Registration evaluation (module fmdepth.commands."
-                                       "evaluate_registration is missing).")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(_run=_run_registration_missing)
-    else:
-        p = sub.add_parser("registration", help=reg.HELP, description=reg.DESCRIPTION, formatter_class=fmt)
-        reg.add_arguments(p)
-        p.set_defaults(_run=reg.run)
+    from fmdepth.commands import evaluate_registration as reg
+
+    p = sub.add_parser("registration", help=reg.HELP, description=reg.DESCRIPTION, formatter_class=fmt)
+    reg.add_arguments(p)
+    p.set_defaults(_run=reg.run)
 
 
 def run(args) -> int:
@@ -155,8 +134,9 @@ def run(args) -> int:
     if what == "pose":
         return run_pose(args)
     if what == "registration":
-        reg = _registration_module()
-        return _run_registration_missing(args) if reg is None else reg.run(args)
+        from fmdepth.commands import evaluate_registration
+
+        return evaluate_registration.run(args)
     raise ValueError("choose what to evaluate: depth, pose or registration")
 
 
