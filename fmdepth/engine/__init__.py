@@ -4,5 +4,9 @@
 validation, budgets. It knows only :mod:`fmdepth.core`'s contract (``System``, ``StepOutput``,
 ``Task``, checkpoints); the task builders that make a ``Task`` from a config live above it in
 :mod:`fmdepth.tasks`.
+
+Modules: ``trainer`` (the loop, checkpoints, resume, validation), ``schedule`` (learning rate),
+``sampling`` (resumable data order, per-sample seeds), ``distributed`` (torchrun, device, AMP),
+``run_log`` (metrics.jsonl, TensorBoard).
 """
 from .trainer import NonFiniteLossError, TrainResult, seed_everything, train  # noqa: F401

@@ -16,6 +16,10 @@ What it does, and nothing about losses or geometry (those live in the task's sys
   ``train.max_bad_steps`` consecutive ones), Ctrl-C writes ``last.pt`` before exiting, and
   ``train.max_steps`` / ``train.max_minutes`` budgets.
 
+The pieces: :mod:`~fmdepth.engine.schedule` (learning rate), :mod:`~fmdepth.engine.sampling`
+(data order, sample seeds), :mod:`~fmdepth.engine.distributed` (processes, device, precision),
+:mod:`~fmdepth.engine.run_log` (metrics.jsonl, TensorBoard); this module is the loop.
+
 Files of a run (``RUN_DIR``)::
 
     config.yaml              the fully resolved config
@@ -27,7 +31,6 @@ Files of a run (``RUN_DIR``)::
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -35,232 +38,29 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader
 
 from fmdepth import __version__
-from fmdepth.config import Config, config_to_dict, save_config
+from fmdepth.config import Config, config_to_dict
 from fmdepth.core.checkpoint import (check_compatible, get_rng_state, load_checkpoint,
                                        save_checkpoint, set_rng_state)
 from fmdepth.core.system import StepOutput, check_system
 from fmdepth.core.task import Task
+from fmdepth.engine.distributed import comm_device, init_distributed, resolve_amp, resolve_device, wrap_ddp
+from fmdepth.engine.run_log import RunLog
+from fmdepth.engine.sampling import ResumableSampler, SeededDataset, move_to, worker_init
+from fmdepth.engine.schedule import WarmupStepDecay, lr_factor  # noqa: F401 (lr_factor re-exported)
 
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped after ``train.max_bad_steps`` consecutive non-finite losses."""
 
 
-# ------------------------------------------------------------------------------- LR schedule
-def lr_factor(step: int, warmup_steps: int, decay_epochs: Sequence[int], gamma: float,
-              steps_per_epoch: int) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
-
-    Linear warm-up ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, times
-    ``gamma ** (number of milestones in decay_epochs <= current epoch)``, where the current epoch
-    is ``step // steps_per_epoch``.
-
-    >>> lr_factor(0, 4, [2], 0.1, 10), lr_factor(3, 4, [2], 0.1, 10), lr_factor(20, 4, [2], 0.1, 10)
-    (0.25, 1.0, 0.1)
-    """
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    epoch = step // max(1, steps_per_epoch)
-    return warm * gamma ** sum(1 for m in decay_epochs if epoch >= m)
-
-
-class WarmupStepDecay:
-    """Sets every param group's ``lr`` to ``initial_lr * lr_factor(step, ...)``.
-
-    ``state_dict()`` holds only the step, so checkpoints stay plain data.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int,
-                 decay_epochs: Sequence[int], gamma: float, steps_per_epoch: int) -> None:
-        self.optimizer = optimizer
-        self.warmup_steps = int(warmup_steps)
-        self.decay_epochs = list(decay_epochs)
-        self.gamma = float(gamma)
-        self.steps_per_epoch = int(steps_per_epoch)
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self.step_count = 0
-        self._apply()
-
-    def factor(self) -> float:
-        return lr_factor(self.step_count, self.warmup_steps, self.decay_epochs, self.gamma,
-                         self.steps_per_epoch)
-
-    def _apply(self) -> None:
-        f = self.factor()
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * f
-
-    def step(self) -> None:
-        self.step_count += 1
-        self._apply()
-
-    def state_dict(self) -> Dict[str, int]:
-        return {"step": self.step_count}
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.step_count = int(state["step"])
-        self._apply()
-
-
-# ------------------------------------------------------------------------------------ data
-class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` (seeded permutation per ``set_epoch``) that can start mid-epoch.
-
-    Yields ``(dataset_index, sample_seed)`` pairs: the seed is fixed by (seed, epoch, position in
-    the epoch's permutation), so a sample's augmentation is the same whichever worker loads it
-    and whether or not the run was interrupted. ``set_start(n)`` skips this rank's first ``n``
-    samples of the epoch (the batches a resumed run already trained on).
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int,
-                 shuffle: bool = True) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                         seed=seed, drop_last=True)
-        self.start = 0
-
-    def set_start(self, start: int) -> None:
-        self.start = int(start)
-
-    def __iter__(self):
-        indices = list(super().__iter__())  # this rank's share of the epoch's permutation
-        g = torch.Generator()
-        g.manual_seed((self.seed * 1_000_003 + self.epoch) % (2 ** 63) + 7919)
-        seeds = torch.randint(0, 2 ** 62, (self.total_size,), generator=g)
-        seeds = seeds[self.rank:self.total_size:self.num_replicas].tolist()
-        for idx, s in list(zip(indices, seeds))[self.start:]:
-            yield idx, s
-
-    def __len__(self) -> int:
-        return max(0, self.num_samples - self.start)
-
-
-class SeededDataset(Dataset):
-    """Loads ``dataset[index]`` with python/numpy/torch seeded by the sampler's per-sample seed.
-
-    The caller's RNG state is restored afterwards, so data loading in the main process
-    (``num_workers=0``) does not disturb the training RNG stream.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, item):
-        index, seed = item
-        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-        random.seed(seed)
-        np.random.seed(seed % (2 ** 32))
-        torch.manual_seed(seed)
-        try:
-            return self.dataset[index]
-        finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
-
-
-def _worker_init(worker_id: int) -> None:
-    seed = torch.initial_seed() % (2 ** 32)
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """Move a batch (tensor, object with ``.to``, or nested dict/list/tuple) to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        moved = [move_to(v, device) for v in batch]
-        return type(batch)(moved) if not hasattr(batch, "_fields") else type(batch)(*moved)
-    if hasattr(batch, "to") and callable(batch.to):
-        return batch.to(device)
-    return batch
-
-
-# ------------------------------------------------------------------------------- distributed
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialized_here: bool = False
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_kind: str) -> DistInfo:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, False)
-    backend = "nccl" if device_kind == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://")
-    return DistInfo(rank, world, local_rank, True)
-
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``train.device`` -> torch.device (``auto``: CUDA when available, else CPU)."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"config key 'train.device': '{spec}' requested but no CUDA device is "
-                             f"available; use train.device=cpu or auto")
-        if spec == "cuda":
-            return torch.device("cuda", local_rank)
-        return torch.device(spec)
-    if spec == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"config key 'train.device': expected auto, cpu, cuda or cuda:N, got '{spec}'")
-
-
-def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """``train.amp`` -> autocast dtype (None = full precision); errors where unsupported."""
-    if amp == "none":
-        return None
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError("config key 'train.amp': fp16 mixed precision needs a CUDA device "
-                             f"(training runs on {device}); use train.amp=bf16 or none")
-        return torch.float16
-    if amp == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError("config key 'train.amp': this GPU does not support bf16; use fp16 or none")
-        return torch.bfloat16
-    raise ValueError(f"config key 'train.amp': expected none, bf16 or fp16, got '{amp}'")
-
-
-class _StepModule(nn.Module):
-    """Routes ``training_step`` through ``forward`` so DDP sees (and synchronises) the step."""
-
-    def __init__(self, system: nn.Module) -> None:
-        super().__init__()
-        self.system = system
-
-    def forward(self, batch, step: int, want_images: bool) -> StepOutput:
-        return self.system.training_step(batch, step, want_images=want_images)
 
 
 # --------------------------------------------------------------------------------- run folder
@@ -320,13 +120,13 @@ class Trainer:
         check_system(task.system)
         dev_kind = "cuda" if (tc.device.startswith("cuda") or
                               (tc.device == "auto" and torch.cuda.is_available())) else "cpu"
-        self.dist = _init_distributed(dev_kind)
+        self.dist = init_distributed(dev_kind)
         self.device = resolve_device(tc.device, self.dist.local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.amp_dtype = resolve_amp(tc.amp, self.device)
         check_run_dir(run_dir, resume)
-        self._barrier()  # every rank checked the folder before rank 0 writes into it
+        self.dist.barrier()  # every rank checked the folder before rank 0 writes into it
 
         seed_everything(cfg.seed + self.dist.rank, deterministic=tc.deterministic)
         self.system = task.system.to(self.device)
@@ -348,7 +148,7 @@ class Trainer:
         self.loader = DataLoader(
             SeededDataset(task.train_set),
             batch_sampler=BatchSampler(self.sampler, tc.batch_size, drop_last=True),
-            num_workers=workers, collate_fn=task.collate_fn, worker_init_fn=_worker_init,
+            num_workers=workers, collate_fn=task.collate_fn, worker_init_fn=worker_init,
             generator=loader_gen, pin_memory=self.device.type == "cuda",
             persistent_workers=False)
         self.val_loader = None
@@ -383,38 +183,10 @@ class Trainer:
         if resume:
             self._load_resume()
 
-        self.model = _StepModule(self.system)
-        if self.dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.model = DDP(self.model,
-                             device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                             find_unused_parameters=tc.ddp_find_unused)
-        self.writer = None
-        self.metrics_fh = None
+        self.model = wrap_ddp(self.system, self.dist, self.device, tc.ddp_find_unused)
+        self.logs = RunLog(run_dir)
 
     # ---------------------------------------------------------------------------- helpers
-    def _barrier(self) -> None:
-        if self.dist.distributed:
-            dist.barrier()
-
-    def _all_true(self, flag: bool) -> bool:
-        if not self.dist.distributed:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self._comm_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item() > 0.5)
-
-    def _mean_across(self, value: float) -> float:
-        if not self.dist.distributed:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(t)
-        return float(t.item()) / self.dist.world_size
-
-    def _comm_device(self) -> torch.device:
-        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
-
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -513,53 +285,17 @@ class Trainer:
                 self.best = value
                 improved = True
             self.last_val = metrics
-            self._write_metrics({"split": "val", "step": self.step, "epoch": self.epoch, **metrics})
-            if self.writer is not None:
-                for k, v in metrics.items():
-                    self.writer.add_scalar(f"val/{k}", v, self.step)
+            self.logs.record({"split": "val", "step": self.step, "epoch": self.epoch, **metrics})
+            self.logs.scalars("val", metrics, self.step)
             self._log(f"val step {self.step}: " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if self.dist.distributed:  # every rank learns rank 0's verdict and best value
             t = torch.tensor([1.0 if improved else 0.0,
                               self.best if self.best is not None else float("nan")],
-                             dtype=torch.float64, device=self._comm_device())
+                             dtype=torch.float64, device=comm_device(self.device))
             dist.broadcast(t, 0)
             improved = bool(t[0].item() > 0.5)
             self.best = None if math.isnan(t[1].item()) else float(t[1].item())
         return improved
-
-    # --------------------------------------------------------------------------- logging
-    def _open_logs(self) -> None:
-        if not self.dist.is_main:
-            return
-        os.makedirs(self.ckpt_dir, exist_ok=True)
-        save_config(self.cfg, os.path.join(self.run_dir, "config.yaml"))
-        metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
-        if self.resume and os.path.isfile(metrics_path):
-            # drop lines logged after the checkpoint we resume from (they will be redone)
-            with open(metrics_path, encoding="utf-8") as fh:
-                lines = [ln for ln in fh if ln.strip()]
-            keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= self.step]
-            with open(metrics_path, "w", encoding="utf-8") as fh:
-                fh.writelines(keep)
-        self.metrics_fh = open(metrics_path, "a", encoding="utf-8")
-        from tensorboardX import SummaryWriter
-
-        self.writer = SummaryWriter(os.path.join(self.run_dir, "tensorboard"),
-                                    purge_step=self.step if self.resume else None)
-
-    def _write_metrics(self, record: Dict[str, Any]) -> None:
-        if self.metrics_fh is not None:
-            record = {"time": round(time.time(), 3), **record}
-            self.metrics_fh.write(json.dumps(record) + "\n")
-            self.metrics_fh.flush()
-
-    def _close_logs(self) -> None:
-        if self.metrics_fh is not None:
-            self.metrics_fh.close()
-            self.metrics_fh = None
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
     # ----------------------------------------------------------------------- one step
     def _train_step(self, batch, want_images: bool):
@@ -572,7 +308,7 @@ class Trainer:
             raise TypeError(f"{type(self.system).__name__}.training_step must return StepOutput, "
                             f"got {type(out).__name__}")
         loss = out.loss.float()
-        loss_ok = self._all_true(bool(torch.isfinite(loss).item()))
+        loss_ok = self.dist.all_true(bool(torch.isfinite(loss).item()), self.device)
         # Backward even for a bad loss so that every DDP rank takes part in the gradient
         # all-reduce; the gradients are discarded below.
         if self.scaler is not None:
@@ -604,7 +340,8 @@ class Trainer:
         total = tc.epochs * self.steps_per_epoch
         if tc.max_steps:
             total = min(total, tc.max_steps)
-        self._open_logs()
+        if self.dist.is_main:
+            self.logs.open(self.cfg, self.resume, self.step)
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step",
@@ -650,10 +387,8 @@ class Trainer:
                                 f"optim.grad_clip > 0 or train.amp=none.")
                     self._rng_after_step = get_rng_state()
                     bar.update(1)
-                    if self.dist.is_main and want_images and self.writer is not None:
-                        for name, img in out.images.items():
-                            self.writer.add_image(f"train/{name}",
-                                                  img.detach().float().clamp(0, 1).cpu(), self.step)
+                    if self.dist.is_main and want_images:
+                        self.logs.images("train", out.images, self.step)
                     if tc.log_every > 0 and self.step % tc.log_every == 0 and window:
                         self._log_train(window, bar)
                         window = {}
@@ -666,8 +401,8 @@ class Trainer:
                         stop_reason = "max_steps"
                     elif self.epoch >= tc.epochs:
                         stop_reason = "epochs"
-                    elif tc.max_minutes and not self._all_true(
-                            (time.time() - t0) / 60.0 < tc.max_minutes):
+                    elif tc.max_minutes and not self.dist.all_true(
+                            (time.time() - t0) / 60.0 < tc.max_minutes, self.device):
                         stop_reason = "max_minutes"
                     do_val = (tc.val_every > 0 and self.step % tc.val_every == 0) or \
                              (tc.val_every == 0 and epoch_end) or bool(stop_reason)
@@ -679,19 +414,17 @@ class Trainer:
                     if stop_reason or epoch_end:
                         break
         except KeyboardInterrupt:
-            bar.close()
             if self.dist.is_main:
                 # the state after the last completed step (RNG captured then)
                 payload = self._payload([self._rng_after_step])
                 save_checkpoint(payload, self.last_path)
                 self._log(f"interrupted at step {self.step}: wrote {self.last_path}; continue "
                           f"with `fmdepth train ... --out {self.run_dir} --resume`")
-            self._close_logs()
             raise
         finally:
             restore_sigterm()
             bar.close()
-            self._close_logs()
+            self.logs.close()
         return TrainResult(
             step=self.step, epoch=self.epoch, stop_reason=stop_reason or "epochs",
             best_metric=self.best, last_val=self.last_val,
@@ -702,16 +435,13 @@ class Trainer:
     def _log_train(self, window: Dict[str, List[float]], bar) -> None:
         means = {k: sum(v) / len(v) for k, v in window.items() if v}
         if "loss" in means:
-            means["loss"] = self._mean_across(means["loss"])
+            means["loss"] = self.dist.mean_across(means["loss"], self.device)
         if not self.dist.is_main:
             return
         lr = self.optimizer.param_groups[0]["lr"]
         record = {"split": "train", "step": self.step, "epoch": self.epoch, "lr": lr, **means}
-        self._write_metrics(record)
-        if self.writer is not None:
-            for k, v in means.items():
-                self.writer.add_scalar(f"train/{k}", v, self.step)
-            self.writer.add_scalar("train/lr", lr, self.step)
+        self.logs.record(record)
+        self.logs.scalars("train", {**means, "lr": lr}, self.step)
         if "loss" in means:
             bar.set_postfix(loss=f"{means['loss']:.4g}", lr=f"{lr:.2g}")
 

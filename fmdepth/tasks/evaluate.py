@@ -9,7 +9,7 @@ and yields each batch with its scaled disparity (``disp_to_depth(...)[0]``);
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
