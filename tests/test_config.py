@@ -77,3 +77,20 @@ def test_override_syntax_errors():
         apply_overrides({}, ["train.epochs"])
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"task": "depth"}, ["task.sub=1"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("registration.method=rigid", "registration.method"),
+    ("registration.similarity=ssd", "registration.similarity"),
+    ("registration.modalities=[xray]", "registration.modalities"),
+    ("registration.modalities=[ihc]", "registration.modalities"),  # not in the torch synthesiser
+])
+def test_registry_values_name_the_key_when_the_task_is_built(override, key):
+    # the allowed values live in the code's registries, above config: checked before the task is built
+    from fmdepth.tasks import check_choices
+
+    base = ["task=registration", "data.dataset=registration_pairs", "registration.synthetic_generator=torch"]
+    check_choices(load_config(None, base))  # the defaults are known to the registries
+    cfg = load_config(None, base + [override])
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        check_choices(cfg)

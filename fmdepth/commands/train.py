@@ -62,12 +62,14 @@ def run(args) -> int:
     import sys
 
     from fmdepth.config import load_config
+    from fmdepth.tasks import check_choices
 
     overrides = list(args.overrides)
     if args.data is not None:
         overrides.append(f"data.path={args.data}")
     # 1. config errors first (names the key), before anything is imported or read
     cfg = load_config(args.config, overrides)
+    check_choices(cfg)  # the values the code's registries own (methods, similarities, modalities)
     run_dir = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
     # 2. data path and run folder, still before any work
     if cfg.task == "depth":
