@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fmdepth.data.media import read_image, unit_range
+
 ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
 
 NUM_LEVELS = 5
@@ -86,34 +88,24 @@ class NBBResult:
 def load_image(image: ImageLike, name: str = "image") -> torch.Tensor:
     """A path, tensor or array -> (1, 3, H, W) float32 in [0, 1].
 
-    Accepted: a file path (PNG/JPEG/...); a tensor (3, H, W), (1, 3, H, W), (H, W), (1, H, W),
-    (4, H, W) or (1, 4, H, W) in [0, 1]; a numpy array (H, W), (H, W, 3) or (H, W, 4) (uint8 /
-    uint16 scaled to [0, 1], floats taken as [0, 1]). Grayscale is replicated to three channels
-    and an alpha channel is dropped; both are reported with a warning.
+    Accepted: a file path, read by :func:`fmdepth.data.media.read_image` (its bit-depth rule:
+    16-bit / 65535; grey stays one channel, RGBA and palette files come back as RGB); a tensor
+    (3, H, W), (1, 3, H, W), (H, W), (1, H, W), (4, H, W) or (1, 4, H, W) in [0, 1]; a numpy array
+    (H, W), (H, W, 3) or (H, W, 4), values by :func:`fmdepth.data.media.unit_range` (uint8 / 255,
+    uint16 / 65535, floats in [0, 1] kept). Grayscale is replicated to three channels and an
+    alpha channel is dropped; both are reported with a warning.
     """
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{name}: image file not found: {path}")
-        import imageio.v3 as iio
-
         try:
-            arr = iio.imread(path)
-        except Exception as exc:
-            raise ValueError(f"{name}: cannot read {path} as an image: {exc}") from exc
-        return load_image(arr, f"{name} ({path})")
+            arr = read_image(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{name}: image file not found: {path}") from None
+        except ValueError as exc:
+            raise ValueError(f"{name}: cannot read {path} as an image: {exc}") from None
+        return load_image(torch.from_numpy(arr), f"{name} ({path})")
     if isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype == np.bool_:
-            arr = arr.astype(np.float32)
-        elif arr.dtype == np.uint8:
-            arr = arr.astype(np.float32) / 255.0
-        elif arr.dtype == np.uint16:
-            arr = arr.astype(np.float32) / 65535.0
-        elif np.issubdtype(arr.dtype, np.floating):
-            arr = arr.astype(np.float32)
-        else:
-            raise ValueError(f"{name}: unsupported array dtype {arr.dtype} (expected uint8, uint16 or float)")
+        arr = unit_range(image)
         if arr.ndim == 3:
             arr = np.moveaxis(arr, -1, 0)  # (C, H, W)
         elif arr.ndim != 2:

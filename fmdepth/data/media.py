@@ -4,7 +4,8 @@ One place for every reader in fmdepth (``fmdepth predict``, :class:`ImageFolderD
 registration pair and video readers, the pose evaluation, ``datasets/make_split.py``), so that a
 folder that works with one command works with all of them.
 
-* Images: ``IMAGE_EXTS`` (decoded by PIL / imageio).
+* Images: ``IMAGE_EXTS``, read by :func:`read_image` (decoded by imageio: PIL for PNG/JPEG/...,
+  tifffile for TIFF) with one rule for bit depths and channels (see its docstring).
 * Videos: ``VIDEO_EXTS`` (decoded by imageio's ffmpeg plugin; animated GIFs by imageio's own
   reader). Frames come out as (H, W, 3) uint8 RGB: grey frames are repeated to three channels,
   an alpha channel is dropped.
@@ -14,7 +15,7 @@ Every failure is a ``ValueError`` (or ``FileNotFoundError``) naming the file.
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -63,8 +64,108 @@ def open_video(path: str):
         raise ValueError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
 
 
+def unit_range(arr: np.ndarray) -> np.ndarray:
+    """Any-shaped image array -> float32 in [0, 1], the one bit-depth rule of fmdepth.
+
+    uint8 is divided by 255 and uint16 by 65535 (the full 16-bit range maps to [0, 1], so a
+    16-bit file keeps its precision and its brightness relative to an 8-bit one); bool becomes
+    0 / 1; float and other integer arrays are kept when they lie in [0, 1] and otherwise
+    min-max normalised over the array.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    out = arr.astype(np.float32)
+    if arr.dtype == np.bool_ or out.size == 0:
+        return out
+    lo, hi = float(np.nanmin(out)), float(np.nanmax(out))
+    if lo < 0.0 or hi > 1.0:
+        out = (out - lo) / max(hi - lo, 1e-12)
+    return out
+
+
+def image_to_chw(img: np.ndarray, channels: Optional[int] = None, name: str = "image") -> np.ndarray:
+    """(H, W) or (H, W, C) array -> float32 (C, H, W) in [0, 1] (values by :func:`unit_range`).
+
+    Grey and grey+alpha give 1 channel, RGB and RGBA 3 (alpha is dropped, not composited).
+
+    Args:
+        img: (H, W), (H, W, 1|2|3|4), or a single-page (1, H, W[, C]) stack.
+        channels: None keeps 1 or 3; 1 converts RGB to grey (:func:`to_gray`); 3 repeats grey.
+        name: named in the error message.
+
+    Raises:
+        ValueError: another shape or channel count, or an image smaller than 2x2.
+    """
+    img = np.asarray(img)
+    if img.ndim in (3, 4) and img.shape[0] == 1 and (img.ndim == 4 or img.shape[-1] not in (1, 2, 3, 4)):
+        img = img[0]
+    if img.ndim not in (2, 3) or min(img.shape[:2]) < 2:
+        raise ValueError(f"{name}: expected a 2-D grey or (H, W, C) colour image, got shape {img.shape}")
+    img = unit_range(img)
+    if img.ndim == 2:
+        img = img[None]
+    else:
+        if img.shape[2] in (2, 4):  # alpha dropped
+            img = img[..., :-1]
+        if img.shape[2] not in (1, 3):
+            raise ValueError(f"{name}: expected 1, 2, 3 or 4 channels, got {img.shape[2]}")
+        img = np.transpose(img, (2, 0, 1))
+    if channels == 1 and img.shape[0] == 3:
+        img = to_gray(img)
+    elif channels == 3 and img.shape[0] == 1:
+        img = np.repeat(img, 3, axis=0)
+    elif channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels}")
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """(3, H, W) RGB -> (1, H, W) luminance (ITU-R 601); (1, H, W) is returned unchanged."""
+    if img.shape[0] == 1:
+        return img
+    w = np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None, None]
+    return (img * w).sum(0, keepdims=True).astype(np.float32)
+
+
+def read_image(path: str, channels: Optional[int] = None) -> np.ndarray:
+    """THE image reader of fmdepth: an image file -> float32 (C, H, W) in [0, 1].
+
+    * 8-bit (grey, RGB, RGBA): value / 255.
+    * 16-bit (e.g. 16-bit PNG or TIFF): value / 65535 -- the full 16-bit range, never clipped to
+      8 bits (PIL's ``convert("RGB")`` would saturate every value above 255).
+    * float TIFF: kept when in [0, 1], else min-max normalised; 1-bit: 0 / 1.
+    * grey -> 1 channel; grey+alpha -> 1 (alpha dropped); RGB -> 3; RGBA -> 3 (alpha dropped).
+    * palette images are expanded to their palette's colours (RGB, or RGBA then alpha dropped).
+    * ``channels=1`` converts colour to luminance (ITU-R 601), ``channels=3`` repeats grey.
+
+    Args:
+        path: image file (any of ``IMAGE_EXTS``; the extension is not checked).
+        channels: None, 1 or 3 (see above).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a readable image (the message names it).
+    """
+    import imageio.v3 as iio
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        img = np.asarray(iio.imread(path))
+    except Exception as exc:  # imageio raises many types for non-images
+        raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+    return image_to_chw(img, channels, name=path)
+
+
 def as_rgb_uint8(frame: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) frame -> contiguous (H, W, 3) uint8 RGB."""
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) frame -> contiguous (H, W, 3) uint8 RGB.
+
+    Non-uint8 frames go through :func:`unit_range` (16-bit: value / 65535) and are rounded to
+    8 bits; an alpha channel is dropped.
+    """
     arr = np.asarray(frame)
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -73,11 +174,7 @@ def as_rgb_uint8(frame: np.ndarray) -> np.ndarray:
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=2)
     if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating):
-            arr = np.clip(arr * 255.0 + 0.5, 0, 255)
-        else:  # 16-bit frames: keep the top byte
-            arr = arr >> 8 if arr.dtype == np.uint16 else np.clip(arr, 0, 255)
-        arr = arr.astype(np.uint8)
+        arr = np.clip(unit_range(arr) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(arr[..., :3])
 
 

@@ -83,3 +83,62 @@ def test_video_info_of_a_frame_folder(tmp_path):
     for i in range(4):
         _write_png(tmp_path / f"{i:03d}.png")
     assert media.video_info(str(tmp_path)) == (4, 0.0)
+
+
+def test_read_image_one_rule_for_bit_depths_and_channels(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    g16 = rng.integers(0, 65536, (6, 7), dtype=np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    out = media.read_image(str(tmp_path / "g16.png"))
+    assert out.shape == (1, 6, 7) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], g16 / 65535.0, atol=1e-6)
+    rgba = rng.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    np.testing.assert_allclose(media.read_image(str(tmp_path / "rgba.png")),
+                               np.transpose(rgba[..., :3], (2, 0, 1)) / 255.0, atol=1e-6)
+    Image.fromarray(rgba[..., :2]).save(tmp_path / "la.png")  # grey + alpha
+    np.testing.assert_allclose(media.read_image(str(tmp_path / "la.png")), rgba[None, ..., 0] / 255.0, atol=1e-6)
+    pal = Image.fromarray(rgba[..., :3]).convert("P", palette=Image.ADAPTIVE, colors=8)
+    pal.save(tmp_path / "pal.png")
+    np.testing.assert_allclose(media.read_image(str(tmp_path / "pal.png")),
+                               np.transpose(np.asarray(pal.convert("RGB")), (2, 0, 1)) / 255.0, atol=1e-6)
+    grey = media.read_image(str(tmp_path / "rgba.png"), channels=1)
+    assert grey.shape == (1, 6, 7)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        media.read_image(str(tmp_path / "missing.png"))
+
+
+def test_every_image_reader_follows_the_same_16_bit_rule(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    from fmdepth import inference
+    from fmdepth.correspondence import load_image as nbb_load_image
+    from fmdepth.data import pairs
+
+    g16 = (np.arange(48, dtype=np.uint16).reshape(6, 8) * 1365)
+    path = str(tmp_path / "g16.png")
+    Image.fromarray(g16).save(path)
+    ref = media.read_image(path)  # (1, 6, 8)
+    np.testing.assert_array_equal(pairs.load_image(path), ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # grey replicated to RGB
+        np.testing.assert_allclose(nbb_load_image(path)[0].numpy(), np.repeat(ref, 3, 0))
+    rgb8 = inference.load_image(path)
+    assert rgb8.shape == (6, 8, 3) and rgb8.dtype == np.uint8
+    np.testing.assert_array_equal(rgb8[..., 0], np.round(g16 / 257.0).astype(np.uint8))
+    np.testing.assert_array_equal(media.as_rgb_uint8(g16)[..., 0], rgb8[..., 0])
+
+
+def test_inference_reader_keeps_8_bit_values(tmp_path):
+    from fmdepth import inference
+
+    _write_png(tmp_path / "a.png")
+    from PIL import Image
+
+    with Image.open(tmp_path / "a.png") as im:
+        expect = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(inference.load_image(str(tmp_path / "a.png")), expect)
