@@ -152,14 +152,14 @@ def _nbb_affine(fixed, moving):
 
 def _prepare_pair(fixed, moving, notes, name_f="fixed", name_m="moving"):
     """Resample moving to the fixed size and reconcile channels; returns (fixed, moving_rs, scale)."""
-    from fmdepth.data.pairs import _resize
+    from fmdepth.data.pairs import resize_array
 
     (cf, hf, wf), (cm, hm, wm) = fixed.shape, moving.shape
     scale = None
     if (hf, wf) != (hm, wm):
         notes.append(f"{name_m} is {wm}x{hm} and {name_f} is {wf}x{hf}: moving resampled to {wf}x{hf}; "
                      f"flow.npy is in original moving pixels")
-        moving = _resize(moving, hf, wf)
+        moving = resize_array(moving, hf, wf)
         scale = ((wm - 1) / max(wf - 1, 1), (hm - 1) / max(hf - 1, 1))
     if cf != cm:
         notes.append(f"{name_f} has {cf} channel(s), {name_m} has {cm}: registered on luminance, "

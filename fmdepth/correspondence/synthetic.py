@@ -2,12 +2,9 @@
 (test and benchmark data for sparse correspondence; scikit-image sample images, no downloads)."""
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence, Tuple
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def affine_colour_pair(size: int = 224, angle_deg: float = 8.0, scale: float = 1.08,
@@ -23,19 +20,16 @@ def affine_colour_pair(size: int = 224, angle_deg: float = 8.0, scale: float = 1
     """
     import skimage.data
 
-    from fmdepth.geometry import affine_warp
+    from fmdepth.data.media import image_to_chw
+    from fmdepth.data.warps import centred_affine
+    from fmdepth.geometry import affine_warp, resize_image
 
-    arr = np.asarray(getattr(skimage.data, image)())
-    img = torch.from_numpy(arr.astype(np.float32) / 255.0)
-    img = img[None].expand(3, -1, -1) if img.dim() == 2 else img.permute(2, 0, 1)[:3]
+    img = torch.from_numpy(image_to_chw(getattr(skimage.data, image)(), channels=3))  # (3, H, W)
     big_side = int(size * 10 / 7)
-    big = F.interpolate(img[None], size=(big_side, big_side), mode="bilinear", align_corners=False,
-                        antialias=True)
-    ang = math.radians(angle_deg)
-    R = torch.tensor([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]]) * scale
-    c = torch.tensor([(big_side - 1) / 2.0] * 2)
-    t = c - R @ c + torch.tensor([float(s) for s in shift])
-    warped, _ = affine_warp(big, torch.cat([R, t[:, None]], 1)[None])
+    big = resize_image(img[None], (big_side, big_side))
+    A = torch.from_numpy(centred_affine(big_side, big_side, angle_deg, (scale, scale), shift=shift)).float()
+    R, t = A[:, :2], A[:, 2]
+    warped, _ = affine_warp(big, A[None])
     o = (big_side - size) // 2
     a = big[0, :, o:o + size, o:o + size].clamp(0, 1)
     b = warped[0, :, o:o + size, o:o + size].clamp(0, 1)

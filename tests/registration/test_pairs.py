@@ -167,3 +167,27 @@ def test_mni152_slice():
         mni152_slice(90, "csf")
     with pytest.raises(ValueError, match="z"):
         mni152_slice(500)
+
+
+def test_one_warp_generator_for_numpy_and_torch_streams():
+    from fmdepth.data.warps import centred_affine, random_smooth_flow
+
+    for rng in (np.random.default_rng(3), torch.Generator().manual_seed(3)):
+        f = random_smooth_flow(40, 52, 2.5, rng)
+        assert f.shape == (2, 40, 52) and f.dtype == torch.float32
+        assert float(f.pow(2).sum(0).mean().sqrt()) == pytest.approx(2.5, rel=1e-5)
+        assert float(f.mean(dim=(1, 2)).abs().max()) < 1e-5
+    assert torch.equal(random_smooth_flow(8, 8, 0.0, np.random.default_rng(0)), torch.zeros(2, 8, 8))
+    A = centred_affine(11, 21, 90.0)  # rotation about the centre (10, 5) keeps it fixed
+    np.testing.assert_allclose(A @ np.array([10.0, 5.0, 1.0]), [10.0, 5.0], atol=1e-12)
+
+
+def test_modality_registry_names_every_recipe():
+    from fmdepth.data.modalities import modality_images
+
+    base = torch.rand(3, 20, 24)
+    for m in MODALITIES:
+        a, b = modality_images(torch.cat([base, base[:1]]) if m == "paired" else base, m, np.random.default_rng(0))
+        assert a.shape == b.shape == (1, 20, 24), m
+    with pytest.raises(ValueError, match="unknown modality 'nope'"):
+        modality_images(base, "nope", np.random.default_rng(0))

@@ -1,0 +1,109 @@
+"""THE random-warp generator of fmdepth: random affines and smooth random displacement fields.
+
+Every synthetic pair (:func:`fmdepth.data.pairs.make_pair`, :class:`SyntheticPairDataset`,
+:class:`FastSyntheticPairDataset`) and the correspondence test pair
+(:func:`fmdepth.correspondence.synthetic.affine_colour_pair`) draws its geometry here, and the
+fields are interpolated by the one sampler of :mod:`fmdepth.geometry` (``align_corners=True``).
+
+Conventions: a pixel affine ``A`` (2, 3) maps a fixed pixel ``(x, y, 1)`` to the moving pixel;
+a flow is (2, H, W) in pixels on the fixed grid, ``flow[0]`` = dx, ``flow[1]`` = dy.
+
+Random numbers come from the caller's stream, either a ``numpy.random.Generator`` or a
+``torch.Generator`` (each generator is used in its own way, so a seed keeps giving the same
+draws whichever caller it belongs to).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from fmdepth.geometry import affine_to_flow, sample
+
+Rng = Union[np.random.Generator, torch.Generator]
+
+__all__ = ["uniform", "centred_affine", "random_affine", "random_smooth_flow", "random_warp"]
+
+
+def uniform(rng: Rng, lo: float, hi: float) -> float:
+    """One draw in [lo, hi) from a numpy or torch generator."""
+    if isinstance(rng, torch.Generator):
+        return float(lo + (hi - lo) * torch.rand((), generator=rng))
+    return float(rng.uniform(lo, hi))
+
+
+def centred_affine(height: int, width: int, angle_deg: float, scale: Sequence[float] = (1.0, 1.0),
+                   shear: float = 0.0, shift: Sequence[float] = (0.0, 0.0)) -> np.ndarray:
+    """The (2, 3) float64 pixel affine ``p -> L (p - c) + c + shift`` about the image centre ``c``.
+
+    ``L = R(angle) @ [[sx, shear], [0, sy]]``; ``c = ((W - 1) / 2, (H - 1) / 2)``.
+
+    Example:
+        >>> centred_affine(5, 5, 0.0, shift=(1.0, -2.0)).tolist()
+        [[1.0, 0.0, 1.0], [0.0, 1.0, -2.0]]
+    """
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    lin = rot @ np.array([[float(scale[0]), shear], [0.0, float(scale[1])]])
+    c = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+    offset = c + np.asarray(shift, dtype=np.float64) - lin @ c
+    return np.concatenate([lin, offset[:, None]], axis=1)
+
+
+def random_affine(height: int, width: int, rng: np.random.Generator, rotation_deg: float = 8.0,
+                  scale: float = 0.08, shear: float = 0.04, translation: float = 0.04) -> np.ndarray:
+    """A random (2, 3) float64 pixel affine about the image centre (fixed pixel -> moving pixel).
+
+    Rotation uniform in +-``rotation_deg``, log-scale per axis in +-``scale``, shear in
+    +-``shear``, translation in +-``translation`` x image size (:func:`centred_affine`).
+    """
+    angle = rng.uniform(-rotation_deg, rotation_deg)
+    sx, sy = np.exp(rng.uniform(-scale, scale, size=2))
+    sh = rng.uniform(-shear, shear)
+    t = rng.uniform(-translation, translation, size=2) * np.array([width, height])
+    return centred_affine(height, width, angle, (sx, sy), sh, t)
+
+
+def random_smooth_flow(height: int, width: int, rms: float, rng: Rng, control: int = 5) -> torch.Tensor:
+    """Random smooth (2, H, W) float32 displacement with RMS magnitude ``rms`` pixels.
+
+    Gaussian noise on a ``control x control`` grid spanning the image corner to corner,
+    interpolated bicubically by :func:`fmdepth.geometry.sample` (border padding), made zero-mean
+    and scaled so that ``sqrt(mean(dx^2 + dy^2)) == rms``. ``rms <= 0`` gives zeros and draws
+    nothing. A numpy generator draws ``standard_normal((2, control, control))`` (computed in
+    float64), a torch one ``randn(1, 2, control, control)`` (float32).
+
+    Example:
+        >>> f = random_smooth_flow(32, 40, 3.0, np.random.default_rng(0))
+        >>> tuple(f.shape), round(float(f.pow(2).sum(0).mean().sqrt()), 4)
+        ((2, 32, 40), 3.0)
+    """
+    if rms <= 0:
+        return torch.zeros(2, height, width)
+    if isinstance(rng, torch.Generator):
+        coarse = torch.randn(1, 2, control, control, generator=rng)
+    else:
+        coarse = torch.from_numpy(rng.standard_normal((2, control, control)))[None]
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=coarse.dtype), torch.arange(width, dtype=coarse.dtype),
+                            indexing="ij")
+    pix = torch.stack([xs * ((control - 1) / max(width - 1, 1)), ys * ((control - 1) / max(height - 1, 1))], -1)
+    flow = sample(coarse, pix[None], mode="bicubic", padding_mode="border")[0][0]  # (2, H, W)
+    flow = flow - flow.mean(dim=(1, 2), keepdim=True)
+    cur = float(flow.pow(2).sum(0).mean().sqrt())
+    return (flow * (rms / max(cur, 1e-12))).float()
+
+
+def random_warp(height: int, width: int, rng: np.random.Generator, rms: float,
+                affine: Optional[dict] = None, control: int = 5) -> Tuple[torch.Tensor, Optional[np.ndarray]]:
+    """A random affine (when ``affine`` is a dict of :func:`random_affine` keywords) plus a smooth field.
+
+    Returns:
+        flow: (2, H, W) float32, ``A p - p + s(p)`` (:func:`random_smooth_flow` of RMS ``rms``);
+        A: (2, 3) float64 pixel affine, or None without ``affine``.
+    """
+    A = random_affine(height, width, rng, **affine) if affine is not None else None
+    flow = random_smooth_flow(height, width, rms, rng, control=control)
+    if A is not None:
+        flow = flow + affine_to_flow(torch.from_numpy(A)[None], height, width)[0].float()
+    return flow, A
