@@ -7,8 +7,8 @@
    matcher (fmdepth.correspondence.reference) is timed on the coarsest levels (relu5_1 whole map
    + relu4_1 regions) against the vectorised matcher on the same inputs, in the same run.
 2. Semantic aligner: the semantic task (configs/semantic_synthetic.yaml) trained by the engine
-   (fmdepth.engine.trainer.train, into a temporary run folder; Adam at a constant learning rate,
-   gradients clipped at norm 5) on synthetic warped pairs for --semantic-seconds (or
+   (fmdepth.engine.trainer.train, into a temporary run folder; Adam, the learning rate decayed by a
+   cosine to --semantic-final-lr of it over the budget, gradients clipped at norm 5) on synthetic warped pairs for --semantic-seconds (or
    --semantic-steps), then PCK@0.05 / PCK@0.1 (alpha * max(H, W)) and end-point error on warped
    pairs of held-out images (target PCK@0.05 >= 0.8). --semantic-save keeps the trained aligner
    (a state_dict), --semantic-load evaluates a saved one without training.
@@ -80,7 +80,7 @@ def bench_nbb(repeats: int, k: int, weights: str) -> dict:
 
 
 def bench_semantic(seconds: float, batch_size: int, size: int, seed: int, lr: float = 1e-3,
-                   steps: int = 0, save: str = "", load: str = "") -> dict:
+                   steps: int = 0, save: str = "", load: str = "", final_lr: float = 0.05) -> dict:
     """Train the semantic task through the engine (configs/semantic_synthetic.yaml, a temporary
     run folder) for ``seconds`` or ``steps``, then PCK / EPE on 128 warped pairs of the held-out
     images; ``load`` evaluates a saved ``SemanticAligner()`` state_dict instead."""
@@ -102,11 +102,11 @@ def bench_semantic(seconds: float, batch_size: int, size: int, seed: int, lr: fl
         f"train.batch_size={batch_size}", "train.epochs=1000", f"train.max_steps={steps}",
         f"train.max_minutes={seconds / 60.0 if not steps else 0.0}", "train.device=cpu",
         "train.log_every=20", "train.image_every=0", f"optim.lr={lr}", "optim.decay_epochs=[]",
-        "optim.grad_clip=5.0"])
+        "optim.grad_clip=5.0", "optim.schedule=cosine", f"optim.final_lr_factor={final_lr}"])
     seed_everything(seed)  # the initial weights of SemanticAligner() for this seed
     task = build_task(cfg)
     aligner = task.system.aligner
-    res = {"batch_size": batch_size, "size": size, "lr": lr,
+    res = {"batch_size": batch_size, "size": size, "lr": lr, "final_lr_ratio": final_lr,
            "train_images": list(TRAINING_IMAGES), "held_out_images": list(VALIDATION_IMAGES),
            "held_out_pairs": len(held_out), "untrained": evaluate_pck(aligner, loader, "cpu")}
     if load:  # evaluate a saved aligner (state_dict of SemanticAligner() with default arguments)
@@ -153,6 +153,8 @@ def main() -> None:
     p.add_argument("--semantic-batch", type=int, default=8)
     p.add_argument("--semantic-size", type=int, default=64)
     p.add_argument("--semantic-lr", type=float, default=1e-3)
+    p.add_argument("--semantic-final-lr", type=float, default=0.05,
+                   help="the learning rate at the end of the budget, as a fraction of --semantic-lr (cosine)")
     p.add_argument("--semantic-save", default="", help="save the trained aligner's state_dict here")
     p.add_argument("--semantic-load", default="", help="skip training: evaluate this saved state_dict")
     p.add_argument("--seed", type=int, default=0)
@@ -167,7 +169,7 @@ def main() -> None:
     if args.semantic_seconds > 0 or args.semantic_steps > 0 or args.semantic_load:
         out["semantic"] = s = bench_semantic(args.semantic_seconds, args.semantic_batch, args.semantic_size,
                                              args.seed, args.semantic_lr, args.semantic_steps,
-                                             args.semantic_save, args.semantic_load)
+                                             args.semantic_save, args.semantic_load, args.semantic_final_lr)
         how = f"loaded from {s['loaded']}" if "loaded" in s else \
             f"{s['steps']} steps in {s['train_seconds']:.0f} s on {args.threads} threads"
         print(f"semantic aligner: {how} (batch {s['batch_size']}, "

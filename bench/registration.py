@@ -172,8 +172,9 @@ def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int
     pairs, remap and edge modalities, deformation RMS 0.5-1.5x the nominal one) at
     LEARNED['train_size'] pixels -- the network sees LEARNED['net_size'] pixels at any input size,
     so training at 128 px and applying at 256 px shows it the same field of view and the same
-    deformation in its own pixels. Loss: end-point error to the known flow (supervised); Adam at a
-    constant learning rate for ``seconds`` (``train.max_minutes``). Every pair is new (no pool to
+    deformation in its own pixels. Loss: end-point error to the known flow (supervised); Adam with
+    the learning rate decayed by a cosine to 2% over ``seconds`` (``train.max_minutes``,
+    ``optim.schedule=cosine``). Every pair is new (no pool to
     overfit). ``model``: continue training this model (e.g. loaded with --load-model) instead of a
     new one. ``passes``: U-Net passes during training (the loss is on the final composed flow, so
     the cascade is trained end to end as it is applied at test time); ``refine_scale``: passes after
@@ -195,7 +196,7 @@ def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int
         "registration.val_pairs": 0, "registration.passes": passes, "registration.refine_scale": refine_scale,
         "data.num_workers": 0, "train.batch_size": batch, "train.epochs": 1, "train.max_minutes": seconds / 60.0,
         "train.log_every": log_every, "train.image_every": 0, "train.device": "cpu", "optim.lr": lr,
-        "optim.decay_epochs": "[]"})
+        "optim.decay_epochs": "[]", "optim.schedule": "cosine", "optim.final_lr_factor": 0.02})
     task = build_task(cfg)
     if model is not None:
         model.input_scale = LEARNED["net_size"] / ts[0]

@@ -171,6 +171,8 @@ class OptimConfig:
     decay_epochs: List[int] = field(default_factory=lambda: [20, 30])  # step decay milestones
     decay_gamma: float = 0.1  # step decay factor
     grad_clip: float = 0.0  # max grad norm (0 = off)
+    schedule: str = "step"  # fmdepth.engine.schedule.SCHEDULES: step (decay_epochs) | cosine (over the budget)
+    final_lr_factor: float = 0.05  # cosine: the learning rate at the end of the budget, times lr
 
     def validate(self, prefix: str) -> None:
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
@@ -178,6 +180,7 @@ class OptimConfig:
         _check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", "must be >= 0")
         _check(0 < self.decay_gamma <= 1, f"{prefix}.decay_gamma", "must be in (0, 1]")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0")
+        _check(0 < self.final_lr_factor <= 1, f"{prefix}.final_lr_factor", "must be in (0, 1]")
         _check(all(m > 0 for m in self.decay_epochs), f"{prefix}.decay_epochs",
                f"milestones must be positive epochs, got {self.decay_epochs}")
         _check(list(self.decay_epochs) == sorted(self.decay_epochs), f"{prefix}.decay_epochs",

@@ -54,7 +54,7 @@ from fmdepth.core.task import Task
 from fmdepth.engine.distributed import comm_device, init_distributed, resolve_amp, resolve_device, wrap_ddp
 from fmdepth.engine.run_log import RunLog
 from fmdepth.engine.sampling import ResumableSampler, SeededDataset, move_to, worker_init
-from fmdepth.engine.schedule import WarmupStepDecay, lr_factor  # noqa: F401 (lr_factor re-exported)
+from fmdepth.engine.schedule import LRSchedule, lr_factor  # noqa: F401 (lr_factor re-exported)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -167,9 +167,16 @@ class Trainer:
             g.setdefault("lr", cfg.optim.lr)
         self.optimizer = torch.optim.Adam(groups, lr=cfg.optim.lr,
                                           weight_decay=cfg.optim.weight_decay)
-        self.scheduler = WarmupStepDecay(self.optimizer, cfg.optim.warmup_steps,
-                                         cfg.optim.decay_epochs, cfg.optim.decay_gamma,
-                                         self.steps_per_epoch)
+        tc = cfg.train
+        budget_steps = tc.epochs * self.steps_per_epoch
+        if tc.max_steps:
+            budget_steps = min(budget_steps, tc.max_steps)
+        elif tc.max_minutes:
+            budget_steps = 0  # a time budget: the cosine follows the clock
+        self.scheduler = LRSchedule(self.optimizer, cfg.optim.warmup_steps, cfg.optim.decay_epochs,
+                                    cfg.optim.decay_gamma, self.steps_per_epoch,
+                                    schedule=cfg.optim.schedule, final_factor=cfg.optim.final_lr_factor,
+                                    total_steps=budget_steps, budget_seconds=tc.max_minutes * 60.0)
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None)
 
         # state
@@ -348,6 +355,7 @@ class Trainer:
                    dynamic_ncols=True, disable=not (self.progress and self.dist.is_main),
                    file=sys.stderr)
         t0 = time.time()
+        self.scheduler.start_clock()
         window: Dict[str, List[float]] = {}
         losses: List[float] = []
         stop_reason = "epochs" if self.step >= total else ""

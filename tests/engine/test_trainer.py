@@ -195,3 +195,41 @@ def test_sigterm_writes_last_checkpoint(tmp_path):
         train(tiny_config(), run, task=task, progress=False)
     assert load_checkpoint(os.path.join(run, "checkpoints", "last.pt"))["step"] in (5, 6)
     assert signal.getsignal(signal.SIGTERM) == before  # handler restored
+
+
+def test_cosine_schedule_over_the_step_budget():
+    from fmdepth.engine.schedule import LRSchedule
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = LRSchedule(opt, 0, [], 0.1, 10, schedule="cosine", final_factor=0.05, total_steps=10)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(10):
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(1.0)
+    assert lrs[5] == pytest.approx(0.525)
+    assert lrs[10] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    sched2 = LRSchedule(opt, 0, [], 0.1, 10, schedule="cosine", final_factor=0.05, total_steps=10)
+    sched2.load_state_dict({"step": 5})  # resume: the same point of the cosine
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.525)
+
+
+def test_cosine_schedule_needs_a_budget_and_a_known_name():
+    from fmdepth.engine.schedule import LRSchedule
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="cosine needs a budget"):
+        LRSchedule(opt, 0, [], 0.1, 10, schedule="cosine")
+    with pytest.raises(ValueError, match="optim.schedule: unknown 'linear'"):
+        LRSchedule(opt, 0, [], 0.1, 10, schedule="linear")
+
+
+def test_cosine_schedule_through_the_loop(tmp_path):
+    cfg = tiny_config(max_steps=6)
+    cfg.optim.schedule, cfg.optim.final_lr_factor = "cosine", 0.1
+    res = train(cfg, str(tmp_path / "run"), task=tiny_task(), progress=False)
+    assert res.step == 6
+    lrs = [json.loads(line)["lr"] for line in open(tmp_path / "run" / "metrics.jsonl")
+           if '"train"' in line]
+    assert lrs and lrs[-1] < cfg.optim.lr
