@@ -31,28 +31,36 @@ def make_validate(alphas: Sequence[float] = (0.05, 0.1)) -> Validate:
     return validate
 
 
+def build_system(cfg):
+    """The :class:`~fmdepth.models.semantic.SemanticSystem` of ``cfg.semantic`` (no file read:
+    :func:`build` loads ``semantic.init_checkpoint``; :func:`fmdepth.tasks.load_system` uses this)."""
+    from fmdepth.models.semantic import SemanticSystem
+    from fmdepth.networks.semantic import SemanticAligner
+
+    s = cfg.semantic
+    aligner = SemanticAligner(num_landmarks=s.num_landmarks, trunk_layers=s.trunk_layers,
+                              pretrained=s.pretrained, corr_radius=s.corr_radius,
+                              refine_radius=s.refine_radius, finest_stride=s.finest_stride,
+                              affine_prior=s.affine_prior)
+    weights = {"flow": s.flow_weight, "coarse_flow": s.coarse_flow_weight, "photometric": s.photometric_weight,
+               "equivariance": s.equivariance_weight, "joint": s.joint_weight,
+               "concentration": s.concentration_weight, "separation": s.separation_weight}
+    return SemanticSystem(aligner, weights, separation_margin=s.separation_margin)
+
+
 def build(cfg) -> Task:
     """Semantic system + pair datasets + PCK validation for ``cfg``."""
     from fmdepth.data.semantic import ImagePairDataset, WarpedPairDataset, collate_semantic
-    from fmdepth.models.semantic import SemanticSystem
-    from fmdepth.networks.semantic import SemanticAligner
 
     d, s = cfg.data, cfg.semantic
     if d.dataset != "semantic_pairs":
         raise ValueError(f"config key 'data.dataset': the semantic task uses 'semantic_pairs', got "
                          f"'{d.dataset}' (see configs/semantic_synthetic.yaml)")
-    aligner = SemanticAligner(num_landmarks=s.num_landmarks, trunk_layers=s.trunk_layers,
-                              pretrained=s.pretrained, corr_radius=s.corr_radius,
-                              refine_radius=s.refine_radius, finest_stride=s.finest_stride,
-                              affine_prior=s.affine_prior)
+    system = build_system(cfg)
     if s.init_checkpoint:
         from fmdepth.tasks.loading import load_network_state
 
-        aligner.load_state_dict(load_network_state(s.init_checkpoint, "semantic", "semantic.init_checkpoint"))
-    weights = {"flow": s.flow_weight, "coarse_flow": s.coarse_flow_weight, "photometric": s.photometric_weight,
-               "equivariance": s.equivariance_weight, "joint": s.joint_weight,
-               "concentration": s.concentration_weight, "separation": s.separation_weight}
-    system = SemanticSystem(aligner, weights, separation_margin=s.separation_margin)
+        system.aligner.load_state_dict(load_network_state(s.init_checkpoint, "semantic", "semantic.init_checkpoint"))
     warp = dict(height=d.height, width=d.width, num_keypoints=s.num_keypoints,
                 max_rotation=s.max_rotation, max_scale=s.max_scale, max_translation=s.max_translation,
                 deform=s.deform, photometric=s.photometric_change)

@@ -309,3 +309,24 @@ def test_real_pairs_folder_with_keypoints_trains_without_a_true_field(tmp_path):
     (tmp_path / "pairs.txt").write_text("a.png\n")
     with pytest.raises(ValueError, match="pairs.txt:1"):
         ImagePairDataset(str(tmp_path))
+
+
+def test_a_semantic_checkpoint_loads_through_load_system(tmp_path):
+    """tasks.load_system rebuilds the semantic system from its checkpoint with the trained weights."""
+    from fmdepth.config import load_config
+    from fmdepth.core.checkpoint import load_checkpoint
+    from fmdepth.tasks import load_system, train
+
+    cfg = load_config("configs/semantic_synthetic.yaml",
+                      ["semantic.train_images=[astronaut]", "semantic.val_images=[]", "semantic.train_pairs=4",
+                       "data.height=32", "data.width=32", "train.batch_size=2", "train.epochs=1",
+                       "train.max_steps=2", "train.device=cpu", "semantic.pretrained=none"])
+    train(cfg, str(tmp_path / "run"), progress=False)
+    path = str(tmp_path / "run" / "checkpoints" / "last.pt")
+    loaded = load_system(path, task="semantic")
+    saved = load_checkpoint(path)["models"]["semantic"]
+    for k, v in loaded.system.aligner.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert not loaded.system.training
+    with pytest.raises(ValueError, match="expected a depth checkpoint"):
+        load_system(path, task="depth")
