@@ -98,3 +98,16 @@ def test_relative_imports_resolve_inside_the_package(tmp_path, name):
     mod.write_text("from ..models import depth\nfrom . import photometric\n")
     found = sorted(t for _, t in _imports(str(mod), ["losses", name]))
     assert found == ["losses", "models"]
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """``from fmdepth.x import _y`` (or ``from .x import _y``) is refused; make the name public or move it."""
+    bad = []
+    for path, parts in _modules():
+        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("fmdepth")):
+                for alias in node.names:
+                    if alias.name.startswith("_") and alias.name != "__version__":
+                        bad.append(f"fmdepth/{'/'.join(parts)}:{node.lineno} imports {alias.name}")
+    assert not bad, "private names imported across modules:\n" + "\n".join(bad)

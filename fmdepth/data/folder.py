@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .kitti import EntriesArg, MonoSequenceDataset, _Calib
+from .kitti import EntriesArg, MonoSequenceDataset, CameraCalibration
 from .kitti_io import open_image
 from .media import IMAGE_EXTS, VIDEO_EXTS, iter_video_frames, list_images  # noqa: F401 (re-exported)
 
@@ -329,9 +329,9 @@ class ImageFolderDataset(MonoSequenceDataset):
     def _open_frame(self, folder, frame, side, size, what):
         return self.source.image(folder, frame, size, what)
 
-    def _load_calib(self, folder: str) -> _Calib:
+    def _load_calib(self, folder: str) -> CameraCalibration:
         seq = self.source.sequences[folder]
-        return _Calib({"l": seq.K.copy()}, 0.0, {"l": seq.size}, {"l": None}, seq.K_source)
+        return CameraCalibration({"l": seq.K.copy()}, 0.0, {"l": seq.size}, {"l": None}, seq.K_source)
 
 
 def usable_entries(source: FrameSource, offsets: Sequence[int]) -> List[Tuple[str, int, str]]:

@@ -31,7 +31,7 @@ from .splits import Entry, read_split
 EntriesArg = Union[str, "os.PathLike[str]", Sequence[Entry]]
 
 
-class _Calib:
+class CameraCalibration:
     """What a dataset needs from a calibration: K (3, 3) per side, baseline, native size."""
 
     def __init__(self, K: Dict[str, np.ndarray], baseline: float, size: Dict[str, Tuple[int, int]],
@@ -91,7 +91,7 @@ class MonoSequenceDataset(Dataset):
         self.flip_prob = float(flip_prob)
         self.jitter_prob = float(jitter_prob)
         self.gt_size = tuple(gt_size) if gt_size is not None else None
-        self._calib_cache: Dict[str, _Calib] = {}
+        self._calib_cache: Dict[str, CameraCalibration] = {}
 
         if isinstance(split_file_or_entries, (str, os.PathLike)):
             self.split_source = os.fspath(split_file_or_entries)
@@ -121,7 +121,7 @@ class MonoSequenceDataset(Dataset):
     def image_path(self, folder: str, frame: int, side: str) -> str:
         raise NotImplementedError
 
-    def _load_calib(self, folder: str) -> _Calib:
+    def _load_calib(self, folder: str) -> CameraCalibration:
         raise NotImplementedError
 
     def _calib_files(self, folder: str) -> List[str]:
@@ -131,12 +131,12 @@ class MonoSequenceDataset(Dataset):
         """Files needed for ``load_gt`` (any one existing list is enough: returns alternatives)."""
         return []
 
-    def _load_gt(self, folder: str, frame: int, side: str, calib: _Calib
+    def _load_gt(self, folder: str, frame: int, side: str, calib: CameraCalibration
                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- helpers
-    def calibration(self, folder: str) -> _Calib:
+    def calibration(self, folder: str) -> CameraCalibration:
         calib = self._calib_cache.get(folder)
         if calib is None:
             calib = self._load_calib(folder)
@@ -317,10 +317,10 @@ class KittiRawDataset(MonoSequenceDataset):
     def _calib_files(self, folder: str) -> List[str]:
         return [os.path.join(self._date_dir(folder), RAW_CAM_TO_CAM)]
 
-    def _load_calib(self, folder: str) -> _Calib:
+    def _load_calib(self, folder: str) -> CameraCalibration:
         raw = RawCalibration(self._date_dir(folder))
         v2i = {c: (raw.velo_to_image(c) if raw.velo_to_cam is not None else None) for c in ("02", "03")}
-        return _Calib({c: raw.K(c) for c in ("02", "03")}, raw.baseline(), raw.size, v2i, raw.cam_path)
+        return CameraCalibration({c: raw.K(c) for c in ("02", "03")}, raw.baseline(), raw.size, v2i, raw.cam_path)
 
     def dense_gt_path(self, folder: str, frame: int, side: str, kind: str = "depth") -> str:
         sub = kind if side == "l" else f"{kind}_03"
@@ -371,10 +371,10 @@ class KittiOdometryDataset(MonoSequenceDataset):
     def _calib_files(self, folder: str) -> List[str]:
         return [os.path.join(self._seq_dir(folder), ODOMETRY_CALIB)]
 
-    def _load_calib(self, folder: str) -> _Calib:
+    def _load_calib(self, folder: str) -> CameraCalibration:
         odo = OdometryCalibration(os.path.join(self._seq_dir(folder), ODOMETRY_CALIB))
         v2i = {c: (odo.velo_to_image(c) if odo.velo_to_cam is not None else None) for c in ("2", "3")}
-        return _Calib({c: odo.K(c) for c in ("2", "3")}, odo.baseline(), {}, v2i, odo.path)
+        return CameraCalibration({c: odo.K(c) for c in ("2", "3")}, odo.baseline(), {}, v2i, odo.path)
 
     def velodyne_path(self, folder: str, frame: int) -> str:
         return os.path.join(self._seq_dir(folder), "velodyne", odometry_frame_name(frame, ".bin"))

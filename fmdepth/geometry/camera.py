@@ -70,7 +70,7 @@ def intrinsics_pyramid(K: torch.Tensor, num_scales: int, height: Optional[int] =
     return out
 
 
-def _inverse_and_det(K: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def inverse_and_det(K: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Adjugate inverse of (..., 3, 3) and its determinant; no checks, no sync."""
     a, b, c = K[..., 0, 0], K[..., 0, 1], K[..., 0, 2]
     d, e, f = K[..., 1, 0], K[..., 1, 1], K[..., 1, 2]
@@ -85,7 +85,7 @@ def _inverse_and_det(K: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return adj / det[..., None, None], det
 
 
-def _singular(K: torch.Tensor, det: torch.Tensor) -> torch.Tensor:
+def is_singular(K: torch.Tensor, det: torch.Tensor) -> torch.Tensor:
     """Bool tensor (no sync): any K non-finite or numerically singular.
 
     Scale-free test (Hadamard's ratio): ``|det K| <= 8 eps * prod(row norms)``; the ratio is 1
@@ -99,8 +99,8 @@ def _singular(K: torch.Tensor, det: torch.Tensor) -> torch.Tensor:
 def check_intrinsics(K: torch.Tensor, name: str = "K") -> None:
     """Raise ``ValueError`` if ``K`` is non-finite or singular (syncs with the device once)."""
     _check_K(K, name)
-    _, det = _inverse_and_det(K)
-    if bool(_singular(K, det)):
+    _, det = inverse_and_det(K)
+    if bool(is_singular(K, det)):
         raise ValueError(f"{name}: expected invertible, finite (B, 3, 3) intrinsics; got a singular "
                          "or non-finite matrix")
 
@@ -123,8 +123,8 @@ def invert_intrinsics(K: torch.Tensor) -> torch.Tensor:
         tensor([ 0.0100,  0.0000, -0.3200])
     """
     _check_K(K)
-    K_inv, det = _inverse_and_det(K)
-    if bool(_singular(K, det)):
+    K_inv, det = inverse_and_det(K)
+    if bool(is_singular(K, det)):
         raise ValueError("K: expected invertible, finite (B, 3, 3) intrinsics; got a singular "
                          "or non-finite matrix")
     return K_inv

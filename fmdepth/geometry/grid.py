@@ -11,7 +11,8 @@ import torch
 __all__ = ["pixel_grid", "normalized_grid", "homogeneous_pixels", "pixel_to_normalized_scale"]
 
 
-def _key(device, dtype) -> Tuple[torch.device, torch.dtype]:
+def cache_key(device, dtype) -> Tuple[torch.device, torch.dtype]:
+    """The (device, dtype) key of the grid caches; a bare ``cuda`` device resolves to its index."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -47,7 +48,7 @@ def pixel_grid(height: int, width: int, device="cpu", dtype=torch.float32) -> to
         tensor([2., 1.])
     """
     _check_size(height, width)
-    return _pixel_grid(height, width, *_key(device, dtype))
+    return _pixel_grid(height, width, *cache_key(device, dtype))
 
 
 @lru_cache(maxsize=128)
@@ -60,7 +61,7 @@ def _homogeneous(height: int, width: int, device: torch.device, dtype: torch.dty
 def homogeneous_pixels(height: int, width: int, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """Homogeneous pixel coordinates (u, v, 1) as rows: (H*W, 3), cached, read-only."""
     _check_size(height, width)
-    return _homogeneous(height, width, *_key(device, dtype))
+    return _homogeneous(height, width, *cache_key(device, dtype))
 
 
 def pixel_to_normalized_scale(height: int, width: int) -> Tuple[float, float]:
@@ -84,4 +85,4 @@ def _normalized(height: int, width: int, device: torch.device, dtype: torch.dtyp
 def normalized_grid(height: int, width: int, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """The pixel grid in ``grid_sample`` coordinates ([-1, 1], align_corners=True): (H, W, 2)."""
     _check_size(height, width)
-    return _normalized(height, width, *_key(device, dtype))
+    return _normalized(height, width, *cache_key(device, dtype))

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from fmdepth.core.checks import check_same_device, check_tensor, geometry_dtype
-from .camera import _inverse_and_det, _singular
-from .grid import _key, homogeneous_pixels, normalized_grid, pixel_to_normalized_scale
+from .camera import inverse_and_det, is_singular
+from .grid import cache_key, homogeneous_pixels, normalized_grid, pixel_to_normalized_scale
 
 __all__ = ["backproject", "project", "sample", "inverse_warp", "flow_warp", "affine_warp",
            "homography_warp", "normalized_affine_to_pixel", "pixel_affine_to_normalized"]
@@ -77,7 +77,7 @@ def _check_depth_finite_and_K(depth: torch.Tensor, K: torch.Tensor, det: torch.T
                               depth_name: str) -> None:
     """One host sync for both checks."""
     extremes = torch.stack(torch.aminmax(depth.detach()))  # one pass; NaN propagates into both
-    flags = torch.stack([~torch.isfinite(extremes).all(), _singular(K, det)]).tolist()
+    flags = torch.stack([~torch.isfinite(extremes).all(), is_singular(K, det)]).tolist()
     if flags[0]:
         raise ValueError(f"{depth_name}: expected finite values in the (B, 1, H, W) depth map "
                          "(use 0 or a negative value to mark missing depth)")
@@ -185,7 +185,7 @@ def sample(image: torch.Tensor, pix: torch.Tensor, mode: str = "bilinear",
     dt = geometry_dtype(("image", image), ("pix", pix))
     Hs, Ws = image.shape[-2:]
     with _no_autocast(image.device):
-        grid = pix.to(dt) * _norm_scale(Hs, Ws, *_key(image.device, dt)) - 1.0  # (B, H, W, 2)
+        grid = pix.to(dt) * _norm_scale(Hs, Ws, *cache_key(image.device, dt)) - 1.0  # (B, H, W, 2)
         return _sample_normalized(image, grid, mode, padding_mode)
 
 
@@ -299,7 +299,7 @@ def inverse_warp(image_src: torch.Tensor, depth_tgt: torch.Tensor, src_T_tgt: to
     with _no_autocast(image_src.device):
         K = K.to(dt)
         T = src_T_tgt.to(dt)
-        K_inv, det = _inverse_and_det(K)
+        K_inv, det = inverse_and_det(K)
         _check_depth_finite_and_K(depth_tgt, K, det, "depth_tgt")
         NK = torch.matmul(_pixel_to_normalized_matrix(H, W, K), K)  # (B, 3, 3)
         M = torch.matmul(torch.matmul(NK, T[:, :3, :3]), K_inv)  # (B, 3, 3) = N K R K^-1
@@ -332,7 +332,7 @@ def flow_warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear",
     check_same_device(("image", image), ("flow", flow))
     dt = geometry_dtype(("image", image), ("flow", flow))
     H, W = image.shape[-2:]
-    key = _key(image.device, dt)
+    key = cache_key(image.device, dt)
     with _no_autocast(image.device):
         grid = torch.addcmul(normalized_grid(H, W, *key), flow.to(dt).permute(0, 2, 3, 1),
                              _norm_scale(H, W, *key))  # (B, H, W, 2)
