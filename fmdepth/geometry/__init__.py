@@ -31,6 +31,7 @@ from .flow import (affine_to_3x3, affine_to_flow, check_image_pair, compose_affi
                    resize_image)
 from .grid import normalized_grid, pixel_grid
 from .integrate import integrate_velocity, jacobian_determinant
+from .points import carry_points, sample_at
 from .pose import compose_pose, invert_pose, pose_vec_to_matrix
 from .warp import (affine_warp, backproject, flow_warp, homography_warp, inverse_warp,
                    normalized_affine_to_pixel, pixel_affine_to_normalized, project, sample)
@@ -42,5 +43,5 @@ __all__ = [
     "scale_intrinsics", "intrinsics_pyramid", "invert_intrinsics", "disp_to_depth",
     "pixel_grid", "normalized_grid", "integrate_velocity", "jacobian_determinant",
     "resize_image", "resize_flow", "affine_to_flow", "compose_affine_flow", "affine_to_3x3", "pyramid_sizes",
-    "check_image_pair",
+    "check_image_pair", "sample_at", "carry_points",
 ]
