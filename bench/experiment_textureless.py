@@ -524,6 +524,26 @@ def write_doc(path: str, args, results, const, land, command_lines) -> str:
                          + (f" (+{r['stage1_steps']} stage 1)" if r["stage1_steps"] else "")
                          + f" | {f['abs_rel']:.4f} | {f['sq_rel']:.4f} | {f['tl_abs_rel']:.4f} | "
                          f"{f['tl_sq_rel']:.4f} | {best['abs_rel']:.4f} ({best['step']}) |")
+    base = {r["seed"]: r["final"] for r in results.get("photometric", [])}
+    paired = [(arm, [(r["seed"], base[r["seed"]], r["final"]) for r in sorted(results[arm], key=lambda r: r["seed"])
+                     if r["seed"] in base]) for arm in arms if arm != "photometric"]
+    if any(rows for _, rows in paired):
+        lines += ["", "Paired by seed (same initial weights, same batches): `photometric` minus the arm, so a "
+                  "positive number means the arm is better; mean ± std over seeds, and the spread of "
+                  "`photometric` itself for comparison:", "",
+                  "| arm | seeds | Δ Abs Rel | Δ Abs Rel (textureless) | Δ Sq Rel (textureless) | per-seed Δ Abs Rel "
+                  "(textureless) |", "|---|---|---|---|---|---|"]
+        for arm, rows in paired:
+            if not rows:
+                continue
+            cells = []
+            for key in ("abs_rel", "tl_abs_rel", "tl_sq_rel"):
+                m, sd = _ms([b[key] - f[key] for _, b, f in rows])
+                cells.append(f"{m:+.4f} ± {sd:.4f}")
+            per = ", ".join(f"{b['tl_abs_rel'] - f['tl_abs_rel']:+.4f} (s{seed})" for seed, b, f in rows)
+            lines.append(f"| `{arm}` | {len(rows)} | " + " | ".join(cells) + f" | {per} |")
+        m, sd = _ms([b["tl_abs_rel"] for b in base.values()])
+        lines.append(f"| (`photometric` spread) | {len(base)} | | {m:.4f} ± {sd:.4f} | | |")
     lines += ["", f"{const['images']} test images; textureless pixels are "
               f"{100 * const['textureless_pixel_fraction']:.0f}% of the evaluated pixels "
               f"({const['textureless_images']} images have >= 50 of them).", "",
