@@ -261,7 +261,7 @@ class RegistrationConfig:
     val_pairs: int = 16  # validation pairs (synthetic, or held out of the pair folder)
     synthetic_rms: float = 4.0  # RMS (pixels at data.height) of the synthetic smooth deformation
     synthetic_affine: bool = False  # add a random affine to synthetic pairs
-    synthetic_generator: str = "scipy"  # training pairs: scipy (make_pair) | torch (fast, no affine/landmarks)
+    synthetic_generator: str = "scipy"  # training pairs: scipy = make_pair (landmarks, affine; the name is kept for old configs) | torch (fast, no affine/landmarks)
     modalities: List[str] = field(default_factory=lambda: ["remap", "edges"])  # synthetic modality pairs: names of fmdepth.data.modalities.MODALITIES
 
     def validate(self, prefix: str) -> None:
@@ -291,7 +291,7 @@ class RegistrationConfig:
 
 @dataclass
 class SemanticConfig:
-    """Joint semantic alignment + landmark detection (owned by the correspondence system)."""
+    """Joint semantic alignment + landmark detection (``fmdepth.tasks.semantic``; image names: ``fmdepth.data.semantic``)."""
 
     num_landmarks: int = 10  # K landmark heatmaps
     trunk_layers: int = 18  # ResNet depth of the shared feature extractor (18/34/50/101/152)
