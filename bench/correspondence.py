@@ -89,6 +89,7 @@ def bench_semantic(seconds: float, batch_size: int, size: int, seed: int, lr: fl
     from torch.utils.data import DataLoader
 
     from fmdepth.config import load_config
+    from fmdepth.core.checkpoint import read_weights_file
     from fmdepth.data.semantic import TRAINING_IMAGES, VALIDATION_IMAGES, WarpedPairDataset, collate_semantic
     from fmdepth.engine.trainer import seed_everything, train
     from fmdepth.models.semantic import evaluate_pck
@@ -110,7 +111,7 @@ def bench_semantic(seconds: float, batch_size: int, size: int, seed: int, lr: fl
            "train_images": list(TRAINING_IMAGES), "held_out_images": list(VALIDATION_IMAGES),
            "held_out_pairs": len(held_out), "untrained": evaluate_pck(aligner, loader, "cpu")}
     if load:  # evaluate a saved aligner (state_dict of SemanticAligner() with default arguments)
-        aligner.load_state_dict(torch.load(load, map_location="cpu", weights_only=True))
+        aligner.load_state_dict(read_weights_file(load))
         res.update(loaded=load, train_seconds=0.0, steps=0)
     else:
         with tempfile.TemporaryDirectory() as run_dir:

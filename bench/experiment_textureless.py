@@ -190,8 +190,9 @@ def _train_stage(cfg, run_dir: str, data: str, progress: bool, evaluate_depth: b
 
 
 def _checkpoint_step(run_dir: str) -> int:
-    return int(torch.load(os.path.join(run_dir, "checkpoints", "last.pt"), map_location="cpu",
-                          weights_only=True)["step"])
+    from fmdepth.core.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(os.path.join(run_dir, "checkpoints", "last.pt"))["step"])
 
 
 def _curve(run_dir: str):
@@ -376,8 +377,7 @@ def read_run(args, arm: str, seed: int, step: int):
     sps = float(np.median(gaps)) if gaps else float("nan")
     stage1 = 0
     if is_two_stage(arm):
-        stage1 = int(torch.load(os.path.join(run_dir, "stage1", "checkpoints", "last.pt"), map_location="cpu",
-                                weights_only=True)["step"])
+        stage1 = _checkpoint_step(os.path.join(run_dir, "stage1"))
     fm = [r["feature_metric"] for r in train if "feature_metric" in r]
     return {"arm": arm, "seed": seed, "final_step": step, "stage1_steps": stage1, "curve": curve,
             "final": final[0], "seconds_per_step": sps, "mean_feature_metric": float(np.mean(fm)) if fm else None,
