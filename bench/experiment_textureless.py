@@ -465,7 +465,8 @@ def figure(args, data: str, results, const, path: str, land=None) -> None:
         ax = fig.add_subplot(gs[1, i])
         ax.imshow(img, cmap=cmap, aspect="auto")
         ax.set_title(title, fontsize=9)
-        ax.axis("off")
+        ax.set_xticks([])  # ticks off, frame kept: the white mask stays visible on the white page
+        ax.set_yticks([])
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
