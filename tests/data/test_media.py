@@ -142,3 +142,23 @@ def test_inference_reader_keeps_8_bit_values(tmp_path):
     with Image.open(tmp_path / "a.png") as im:
         expect = np.asarray(im.convert("RGB"))
     np.testing.assert_array_equal(inference.load_image(str(tmp_path / "a.png")), expect)
+
+
+def test_kitti_open_image_follows_the_one_reader(tmp_path):
+    """KITTI/odometry frames go through read_image: 16-bit scales by 1/65535 (PIL alone saturates)."""
+    import imageio.v3 as iio
+
+    from fmdepth.data.kitti_io import open_image
+    from fmdepth.data.media import as_rgb_uint8, read_image
+
+    grey16 = np.full((4, 6), 32768, np.uint16)
+    p16 = str(tmp_path / "g16.png")
+    iio.imwrite(p16, grey16)
+    img = np.asarray(open_image(p16, expected_size=(4, 6)))
+    assert img.shape == (4, 6, 3) and img.dtype == np.uint8
+    assert (img == 128).all()
+    rgb8 = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    p8 = str(tmp_path / "c8.png")
+    iio.imwrite(p8, rgb8)
+    assert np.array_equal(np.asarray(open_image(p8)), rgb8)  # 8-bit files come back exactly
+    assert np.array_equal(np.asarray(open_image(p8)), as_rgb_uint8(read_image(p8, 3).transpose(1, 2, 0)))
