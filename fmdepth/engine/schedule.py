@@ -13,6 +13,11 @@ import torch
 SCHEDULES = ("step", "cosine")
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, then 1."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
 def lr_factor(step: int, warmup_steps: int, decay_epochs: Sequence[int], gamma: float,
               steps_per_epoch: int) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
@@ -24,9 +29,8 @@ def lr_factor(step: int, warmup_steps: int, decay_epochs: Sequence[int], gamma: 
     >>> lr_factor(0, 4, [2], 0.1, 10), lr_factor(3, 4, [2], 0.1, 10), lr_factor(20, 4, [2], 0.1, 10)
     (0.25, 1.0, 0.1)
     """
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     epoch = step // max(1, steps_per_epoch)
-    return warm * gamma ** sum(1 for m in decay_epochs if epoch >= m)
+    return warmup_factor(step, warmup_steps) * gamma ** sum(1 for m in decay_epochs if epoch >= m)
 
 
 def cosine_factor(progress: float, final: float) -> float:
@@ -82,8 +86,8 @@ class LRSchedule:
 
     def factor(self) -> float:
         if self.schedule == "cosine":
-            warm = min(1.0, (self.step_count + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
-            return warm * cosine_factor(self.progress(), self.final_factor)
+            return warmup_factor(self.step_count, self.warmup_steps) * cosine_factor(self.progress(),
+                                                                                     self.final_factor)
         return lr_factor(self.step_count, self.warmup_steps, self.decay_epochs, self.gamma,
                          self.steps_per_epoch)
 

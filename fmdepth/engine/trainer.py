@@ -168,15 +168,15 @@ class Trainer:
         self.optimizer = torch.optim.Adam(groups, lr=cfg.optim.lr,
                                           weight_decay=cfg.optim.weight_decay)
         tc = cfg.train
-        budget_steps = tc.epochs * self.steps_per_epoch
+        self.total_steps = tc.epochs * self.steps_per_epoch  # the step budget (progress bar, stop)
         if tc.max_steps:
-            budget_steps = min(budget_steps, tc.max_steps)
-        elif tc.max_minutes:
-            budget_steps = 0  # a time budget: the cosine follows the clock
+            self.total_steps = min(self.total_steps, tc.max_steps)
+        # a time budget without a step limit: the cosine follows the clock
+        cosine_steps = 0 if (tc.max_minutes and not tc.max_steps) else self.total_steps
         self.scheduler = LRSchedule(self.optimizer, cfg.optim.warmup_steps, cfg.optim.decay_epochs,
                                     cfg.optim.decay_gamma, self.steps_per_epoch,
                                     schedule=cfg.optim.schedule, final_factor=cfg.optim.final_lr_factor,
-                                    total_steps=budget_steps, budget_seconds=tc.max_minutes * 60.0)
+                                    total_steps=cosine_steps, budget_seconds=tc.max_minutes * 60.0)
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None)
 
         # state
@@ -344,9 +344,7 @@ class Trainer:
     # --------------------------------------------------------------------------- fit
     def fit(self) -> TrainResult:
         tc = self.cfg.train
-        total = tc.epochs * self.steps_per_epoch
-        if tc.max_steps:
-            total = min(total, tc.max_steps)
+        total = self.total_steps
         if self.dist.is_main:
             self.logs.open(self.cfg, self.resume, self.step)
         from tqdm import tqdm
