@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmdepth.data.media import IMAGE_EXTS, VIDEO_EXTS, as_rgb_uint8, iter_video_frames, read_image  # noqa: F401 (re-exported)
+from fmdepth.data.media import (IMAGE_EXTS, VIDEO_EXTS, as_rgb_uint8, iter_video_frames,  # noqa: F401 (re-exported)
+                                read_image, read_image_rgb8)
 from fmdepth.tasks.evaluate import scaled_disparity
 from fmdepth.tasks.loading import LoadedSystem, load_system
 
@@ -180,7 +181,7 @@ class PosePredictor(_CheckpointPredictor):
 
 # ---------------------------------------------------------------------------------- inputs
 def load_image(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from an image file, read by :func:`fmdepth.data.media.read_image`.
+    """(H, W, 3) uint8 RGB from an image file, read by :func:`fmdepth.data.media.read_image_rgb8`.
 
     8-bit files come back unchanged; 16-bit ones are value / 65535 rounded to 8 bits; grey is
     repeated to RGB, alpha dropped, palettes expanded.
@@ -188,7 +189,7 @@ def load_image(path: str) -> np.ndarray:
     Raises:
         FileNotFoundError: no such file. ValueError: not a readable image.
     """
-    return as_rgb_uint8(np.transpose(read_image(path, channels=3), (1, 2, 0)))
+    return read_image_rgb8(path)
 
 
 def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:

@@ -270,7 +270,7 @@ def _standard_edge_pairs(depth: np.ndarray, u: np.ndarray, v: np.ndarray, val: n
 
 # --------------------------------------------------------------------------------------- images
 def open_image(path: str, expected_size: Optional[Tuple[int, int]] = None, what: str = "image"):
-    """An image file as an 8-bit RGB PIL image, read by :func:`fmdepth.data.media.read_image`.
+    """An image file as an 8-bit RGB PIL image, read by :func:`fmdepth.data.media.read_image_rgb8`.
 
     Args:
         expected_size: optional (H, W) the image must have.
@@ -280,12 +280,12 @@ def open_image(path: str, expected_size: Optional[Tuple[int, int]] = None, what:
     """
     from PIL import Image
 
-    from .media import as_rgb_uint8, read_image
+    from .media import read_image_rgb8
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
     try:  # the one reader and its bit-depth rule (8-bit files come back exactly)
-        img = Image.fromarray(as_rgb_uint8(read_image(path, 3).transpose(1, 2, 0)))
+        img = Image.fromarray(read_image_rgb8(path))
     except ValueError as exc:
         raise ValueError(f"{path}: corrupt or truncated {what} ({exc})") from None
     if expected_size is not None and (img.height, img.width) != tuple(expected_size):

@@ -149,15 +149,28 @@ def read_image(path: str, channels: Optional[int] = None) -> np.ndarray:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file is not a readable image (the message names it).
     """
+    return image_to_chw(_decode(path), channels, name=path)
+
+
+def read_image_rgb8(path: str) -> np.ndarray:
+    """:func:`read_image` as a contiguous (H, W, 3) uint8 RGB array (the same bit-depth rule,
+    rounded to 8 bits; 8-bit files come back exactly, without a float round trip)."""
+    img = _decode(path)
+    if img.dtype == np.uint8 and (img.ndim == 2 or (img.ndim == 3 and img.shape[-1] in (1, 3, 4))):
+        return as_rgb_uint8(img)
+    return as_rgb_uint8(np.transpose(image_to_chw(img, 3, name=path), (1, 2, 0)))
+
+
+def _decode(path: str) -> np.ndarray:
+    """The decoded pixel array of an image file (imageio), with the reader's error messages."""
     import imageio.v3 as iio
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        img = np.asarray(iio.imread(path))
+        return np.asarray(iio.imread(path))
     except Exception as exc:  # imageio raises many types for non-images
         raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
-    return image_to_chw(img, channels, name=path)
 
 
 def as_rgb_uint8(frame: np.ndarray) -> np.ndarray:
