@@ -146,3 +146,20 @@ def test_register_init_nbb_uses_best_buddy_affine(tmp_path, monkeypatch, capsys)
     res = json.loads((out / "result.json").read_text())
     np.testing.assert_allclose(np.asarray(res["affine"])[:2], p.affine, atol=1e-3)
     assert res["landmarks_after"]["lre_mean"] < 0.01
+
+
+def test_the_commands_offer_exactly_the_registries_names():
+    """`register` / `evaluate registration` spell their --method / --similarity choices out (the
+    parser must not import torch); they stay equal to the registries the code owns."""
+    import argparse
+
+    from fmdepth.commands import evaluate_registration, register
+    from fmdepth.losses.similarity import SIMILARITIES
+    from fmdepth.registration import METHODS
+
+    for module in (register, evaluate_registration):
+        parser = argparse.ArgumentParser()
+        module.add_arguments(parser)
+        choices = {a.dest: a.choices for a in parser._actions if a.choices}
+        assert set(choices["method"]) == set(METHODS), module.__name__
+        assert set(choices["similarity"]) == set(SIMILARITIES), module.__name__
