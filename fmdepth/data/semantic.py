@@ -38,6 +38,7 @@ from fmdepth.geometry import flow_warp
 from fmdepth.geometry.points import sample_at
 
 from .pairs import load_image
+from .warps import random_warp_flow  # noqa: F401 (re-exported: the pairs' warp)
 
 # skimage.data images shipped with the package (no download needed)
 TRAINING_IMAGES = ("astronaut", "chelsea", "coffee", "immunohistochemistry", "hubble_deep_field",
@@ -123,35 +124,6 @@ def load_skimage_images(names: Sequence[str], max_side: int = 256) -> List[torch
             t = F.interpolate(t[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
         out.append(t.contiguous())
     return out
-
-
-def random_warp_flow(height: int, width: int, rng: np.random.Generator, max_rotation: float = 20.0,
-                     max_scale: float = 1.2, max_translation: float = 0.1, max_shear: float = 0.1,
-                     deform: float = 2.0, deform_grid: int = 4) -> torch.Tensor:
-    """A random smooth field (2, H, W) pixels: affine about the centre + bicubic random deformation.
-
-    ``p + flow(p)`` is an affine map (rotation up to ``max_rotation`` degrees, scale in
-    ``[1/max_scale, max_scale]``, shear up to ``max_shear``, shift up to ``max_translation`` of the
-    size) plus a displacement drawn N(0, deform^2) on a ``deform_grid`` x ``deform_grid`` grid.
-    """
-    ang = math.radians(rng.uniform(-max_rotation, max_rotation))
-    s = math.exp(rng.uniform(-math.log(max_scale), math.log(max_scale)))
-    sh = rng.uniform(-max_shear, max_shear)
-    tx, ty = rng.uniform(-max_translation, max_translation, 2) * np.array([width, height])
-    R = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]]) * s
-    M = R @ np.array([[1.0, sh], [0.0, 1.0]])
-    c = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
-    t = c - M @ c + np.array([tx, ty])
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32),
-                            torch.arange(width, dtype=torch.float32), indexing="ij")
-    P = torch.stack([xs, ys], 0).view(2, -1)  # (2, H*W)
-    Mt = torch.from_numpy(M).float()
-    mapped = Mt @ P + torch.from_numpy(t).float().view(2, 1)
-    flow = (mapped - P).view(2, height, width)
-    if deform > 0:
-        coarse = torch.from_numpy(rng.normal(0.0, deform, (1, 2, deform_grid, deform_grid))).float()
-        flow = flow + F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)[0]
-    return flow
 
 
 class WarpedPairDataset(Dataset):

@@ -1,8 +1,10 @@
 """THE random-warp generator of fmdepth: random affines and smooth random displacement fields.
 
 Every synthetic pair (:func:`fmdepth.data.pairs.make_pair`, :class:`SyntheticPairDataset`,
-:class:`FastSyntheticPairDataset`) and the correspondence test pair
-(:func:`fmdepth.correspondence.synthetic.affine_colour_pair`) draws its geometry here, and the
+:class:`FastSyntheticPairDataset`), the semantic-alignment pairs
+(:class:`fmdepth.data.semantic.WarpedPairDataset`, :func:`random_warp_flow`) and the
+correspondence test pair (:func:`fmdepth.correspondence.synthetic.affine_colour_pair`) draw their
+geometry here, and the
 fields are interpolated by the one sampler of :mod:`fmdepth.geometry` (``align_corners=True``).
 
 Conventions: a pixel affine ``A`` (2, 3) maps a fixed pixel ``(x, y, 1)`` to the moving pixel;
@@ -23,7 +25,8 @@ from fmdepth.geometry import affine_to_flow, sample
 
 Rng = Union[np.random.Generator, torch.Generator]
 
-__all__ = ["uniform", "centred_affine", "random_affine", "random_smooth_flow", "random_warp"]
+__all__ = ["uniform", "centred_affine", "random_affine", "control_grid_field", "random_smooth_flow",
+           "random_warp", "random_warp_flow"]
 
 
 def uniform(rng: Rng, lo: float, hi: float) -> float:
@@ -65,6 +68,16 @@ def random_affine(height: int, width: int, rng: np.random.Generator, rotation_de
     return centred_affine(height, width, angle, (sx, sy), sh, t)
 
 
+def control_grid_field(coarse: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A (1, 2, gh, gw) control grid spanning the image corner to corner -> (2, H, W) field,
+    interpolated bicubically by :func:`fmdepth.geometry.sample` (border padding), in ``coarse``'s dtype."""
+    gh, gw = coarse.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=coarse.dtype), torch.arange(width, dtype=coarse.dtype),
+                            indexing="ij")
+    pix = torch.stack([xs * ((gw - 1) / max(width - 1, 1)), ys * ((gh - 1) / max(height - 1, 1))], -1)
+    return sample(coarse, pix[None], mode="bicubic", padding_mode="border")[0][0]
+
+
 def random_smooth_flow(height: int, width: int, rms: float, rng: Rng, control: int = 5) -> torch.Tensor:
     """Random smooth (2, H, W) float32 displacement with RMS magnitude ``rms`` pixels.
 
@@ -85,10 +98,7 @@ def random_smooth_flow(height: int, width: int, rms: float, rng: Rng, control: i
         coarse = torch.randn(1, 2, control, control, generator=rng)
     else:
         coarse = torch.from_numpy(rng.standard_normal((2, control, control)))[None]
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=coarse.dtype), torch.arange(width, dtype=coarse.dtype),
-                            indexing="ij")
-    pix = torch.stack([xs * ((control - 1) / max(width - 1, 1)), ys * ((control - 1) / max(height - 1, 1))], -1)
-    flow = sample(coarse, pix[None], mode="bicubic", padding_mode="border")[0][0]  # (2, H, W)
+    flow = control_grid_field(coarse, height, width)
     flow = flow - flow.mean(dim=(1, 2), keepdim=True)
     cur = float(flow.pow(2).sum(0).mean().sqrt())
     return (flow * (rms / max(cur, 1e-12))).float()
@@ -107,3 +117,26 @@ def random_warp(height: int, width: int, rng: np.random.Generator, rms: float,
     if A is not None:
         flow = flow + affine_to_flow(torch.from_numpy(A)[None], height, width)[0].float()
     return flow, A
+
+
+def random_warp_flow(height: int, width: int, rng: np.random.Generator, max_rotation: float = 20.0,
+                     max_scale: float = 1.2, max_translation: float = 0.1, max_shear: float = 0.1,
+                     deform: float = 2.0, deform_grid: int = 4) -> torch.Tensor:
+    """A random (2, H, W) float32 field in pixels: an affine about the centre plus a random deformation.
+
+    ``p + flow(p)`` is the affine :func:`centred_affine` (rotation up to ``max_rotation`` degrees,
+    isotropic scale in ``[1/max_scale, max_scale]``, shear up to ``max_shear``, shift up to
+    ``max_translation`` of the size), plus displacements drawn N(0, ``deform``^2) on a
+    ``deform_grid`` x ``deform_grid`` control grid (:func:`control_grid_field`; not normalised,
+    unlike :func:`random_smooth_flow`).
+    """
+    angle = rng.uniform(-max_rotation, max_rotation)
+    s = float(np.exp(rng.uniform(-np.log(max_scale), np.log(max_scale))))
+    sh = rng.uniform(-max_shear, max_shear)
+    shift = rng.uniform(-max_translation, max_translation, 2) * np.array([width, height])
+    A = centred_affine(height, width, angle, (s, s), s * sh, shift)
+    flow = affine_to_flow(torch.from_numpy(A)[None], height, width)[0].float()
+    if deform > 0:
+        coarse = torch.from_numpy(rng.normal(0.0, deform, (1, 2, deform_grid, deform_grid))).float()
+        flow = flow + control_grid_field(coarse, height, width)
+    return flow
