@@ -16,8 +16,9 @@ Rows (mean over pairs):
                                 moving image (--passes, --refine-scale), trained by fmdepth's
                                 training engine (fmdepth.tasks / fmdepth.engine) on fresh
                                 torch-synthesised 128x128 pairs (other seeds) with the end-point
-                                error to the known flow; trained for --train-seconds, or loaded
-                                with --load-model (save with --save-model)
+                                error to the known flow; trained for --train-steps (the same
+                                weights on every run at --threads 1) or --train-seconds, or
+                                loaded with --load-model (save with --save-model)
 
 Targets: deformable mean landmark error <= 1.5 px within 10 s on 2 CPU cores; affine
 mean corner error <= 0.5 px; learned <= 0.1 s per pair at <= 2 px. The table gives ratios to the
@@ -36,6 +37,9 @@ kind, pairs that end worse than they started, wall and CPU seconds per pair:
     python bench/registration.py --cross-modality heldout --seeds 4 --threads 1 --json heldout.json
 
     python bench/registration.py                 # 3 pairs, 180 s of training
+    python bench/registration.py --only-learned --train-steps 9000 --threads 1 --save-model learned9k.pt
+    python bench/registration.py --cross-modality heldout --seeds 4 --first-seed 1900 --threads 1 \
+        --load-model learned9k.pt      # the learned rows beside the per-pair methods
     python bench/registration.py --only-learned --train-seconds 900 --threads 1 --save-model m.pt
     python bench/registration.py --only-learned --load-model m.pt --continue-training \
         --train-seconds 690 --threads 1 --save-model learned.pt
@@ -164,8 +168,8 @@ def build_learned(size) -> DeformableRegistration:
 
 def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int = 8, lr: float = 1e-3,
                   log_every: int = 100, model: DeformableRegistration = None, passes: int = 1,
-                  refine_scale: float = 1.0, run_dir: str = ""):
-    """Train the learned deformable model for a bounded time with fmdepth's engine; returns the model.
+                  refine_scale: float = 1.0, run_dir: str = "", steps: int = 0):
+    """Train the learned deformable model for a bounded time or step count with fmdepth's engine.
 
     Training pairs are synthesised on the fly in torch (:class:`FastSyntheticPairDataset` through
     the registration task, ``registration.synthetic_generator=torch``; other seeds than the test
@@ -174,7 +178,9 @@ def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int
     so training at 128 px and applying at 256 px shows it the same field of view and the same
     deformation in its own pixels. Loss: end-point error to the known flow (supervised); Adam with
     the learning rate decayed by a cosine to 2% over ``seconds`` (``train.max_minutes``,
-    ``optim.schedule=cosine``). Every pair is new (no pool to
+    ``optim.schedule=cosine``), or over ``steps`` optimiser steps when ``steps > 0``
+    (``train.max_steps``: the same weights on every run at one thread, whatever the machine's
+    load; ``seconds`` is then ignored). Returns the model. Every pair is new (no pool to
     overfit). ``model``: continue training this model (e.g. loaded with --load-model) instead of a
     new one. ``passes``: U-Net passes during training (the loss is on the final composed flow, so
     the cascade is trained end to end as it is applied at test time); ``refine_scale``: passes after
@@ -184,7 +190,7 @@ def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int
     import dataclasses
     import tempfile
 
-    from fmdepth.engine.trainer import train
+    from fmdepth.engine.trainer import seed_everything, train
     from fmdepth.tasks import build_task
 
     ts = (LEARNED["train_size"], LEARNED["train_size"])
@@ -194,9 +200,11 @@ def train_learned(size, seconds: float, rms: float, seed: int = 1000, batch: int
         "seed": seed, "registration.synthetic_generator": "torch", "registration.synthetic_pairs": 10 ** 6,
         "registration.modalities": "[remap,remap,edges,same]", "registration.synthetic_rms": rms * ts[0] / size[0],
         "registration.val_pairs": 0, "registration.passes": passes, "registration.refine_scale": refine_scale,
-        "data.num_workers": 0, "train.batch_size": batch, "train.epochs": 1, "train.max_minutes": seconds / 60.0,
+        "data.num_workers": 0, "train.batch_size": batch, "train.epochs": 1,
+        **({"train.max_steps": int(steps)} if steps > 0 else {"train.max_minutes": seconds / 60.0}),
         "train.log_every": log_every, "train.image_every": 0, "train.device": "cpu", "optim.lr": lr,
         "optim.decay_epochs": "[]", "optim.schedule": "cosine", "optim.final_lr_factor": 0.02})
+    seed_everything(seed)  # as fmdepth train: the same initial weights for the same seed
     task = build_task(cfg)
     if model is not None:
         model.input_scale = LEARNED["net_size"] / ts[0]
@@ -431,6 +439,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rms", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-seconds", type=float, default=180.0, help="learned model training budget (0 = skip)")
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="learned model: train for this many steps instead of --train-seconds (reproducible: "
+                         "the same weights on every run at --threads 1)")
     ap.add_argument("--save-model", default="", help="save the trained learned model here (torch state dict)")
     ap.add_argument("--load-model", default="", help="skip training: evaluate a model saved by --save-model "
                     "(with --cross-modality: adds the learned rows to the pair-kind tables)")
@@ -513,17 +524,17 @@ def main(argv=None) -> int:
                                              iterations=(100, 60, 30)).affine.numpy(), metric="corner")
         if have_sitk:
             run_rows("SimpleITK affine Mattes MI", lambda p: sitk_affine(p.fixed, p.moving), metric="corner")
-    if args.load_model or args.train_seconds > 0:
+    if args.load_model or args.train_seconds > 0 or args.train_steps > 0:
         model = None
         if args.load_model:
             model = load_learned(args.load_model, size)
             print(f"  learned model loaded from {args.load_model}")
-        if args.train_seconds > 0 and (model is None or args.continue_training):
+        if (args.train_seconds > 0 or args.train_steps > 0) and (model is None or args.continue_training):
             # a continued run draws other pairs (seed) and starts from a lower learning rate
             model = train_learned(size, args.train_seconds, args.rms, model=model,
                                   seed=1000 if model is None else args.train_seed,
                                   lr=args.lr or (1e-3 if model is None else 5e-4), passes=args.train_passes,
-                                  refine_scale=args.refine_scale)
+                                  refine_scale=args.refine_scale, steps=args.train_steps)
             if args.save_model:
                 save_learned(model, args.save_model)
                 print(f"  learned model saved to {args.save_model}")
