@@ -240,16 +240,17 @@ class RegistrationConfig:
     smoothness: float = 0.05  # weight of the flow gradient smoothness (deformable)
     supervised: float = 0.0  # weight of the end-point error to a known true flow (synthetic pairs only)
     similarity_weight: float = 1.0  # deformable: weight of the similarity (0 with supervised > 0 = EPE only)
-    input_norm: bool = False  # deformable: standardise each network input image (zero mean, unit std)
-    input_features: str = "intensity"  # deformable: intensity | orientation (+ sign-invariant edge orientation)
+    input_norm: bool = False  # deformable / translation: standardise each flow-network input image (zero mean, unit std)
+    input_features: str = "intensity"  # deformable / translation: a name of fmdepth.models.registration.INPUT_FEATURES (intensity | orientation: + sign-invariant edge orientation)
     passes: int = 1  # deformable: recursive cascade, the U-Net re-applied to the warped moving image (1-4)
     refine_scale: float = 1.0  # deformable: passes after the first see input_scale * refine_scale (<= 1; coarse to fine)
     cascade_from_step: int = 0  # deformable: training runs the first pass alone before this step, then all passes
     mi_bins: int = 32  # mutual-information histogram bins
     mi_samples: int = 0  # MI on this many random pixels per image (0 = all pixels)
     ncc_window: int = 9  # local NCC window
+    translator: str = "resnet"  # NeMAR translator, a name of fmdepth.models.registration.TRANSLATORS: resnet (context, instance norm) | local (5x5, intensity response)
     translator_width: int = 32  # NeMAR translator base width
-    translator_blocks: int = 4  # NeMAR translator residual blocks
+    translator_blocks: int = 4  # NeMAR translator residual blocks (resnet) / 1x1 layers (local)
     discriminator_width: int = 64  # NeMAR PatchGAN base width
     l1_weight: float = 1.0  # NeMAR L1 of both paths T(R(A)), R(T(A)) against B
     gan_weight: float = 0.05  # NeMAR conditional GAN (generator) weight

@@ -32,7 +32,8 @@ from fmdepth.geometry import (affine_to_flow, affine_warp, check_image_pair, flo
 from fmdepth.losses import (Similarity, bilateral_smoothness, discriminator_loss, flow_smoothness, generator_loss,
                             to_gray)
 from fmdepth.metrics.registration import RegistrationResult
-from fmdepth.networks.registration import AffineRegressor, PatchDiscriminator, ResnetTranslator, UNetFlow
+from fmdepth.networks.registration import (AffineRegressor, LocalTranslator, PatchDiscriminator, ResnetTranslator,
+                                           UNetFlow)
 
 
 @dataclass
@@ -50,11 +51,6 @@ class FlowPrediction:
     flow_lo: Optional[torch.Tensor] = None
     affine: Optional[torch.Tensor] = None
     theta: Optional[torch.Tensor] = None
-
-
-def _masked_l1(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    m = valid.to(a.dtype)
-    return ((a - b).abs() * m).sum() / (m.sum() * a.shape[1]).clamp_min(1.0)
 
 
 def _vis(x: torch.Tensor) -> torch.Tensor:
@@ -78,6 +74,7 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
 
 
 INPUT_FEATURES = ("intensity", "orientation")
+TRANSLATORS = ("resnet", "local")  # NeMAR translators (registration.translator)
 
 
 def orientation_features(x: torch.Tensor, eps: float = 0.05) -> torch.Tensor:
@@ -94,6 +91,19 @@ def orientation_features(x: torch.Tensor, eps: float = 0.05) -> torch.Tensor:
     gy = 0.5 * (xp[..., 2:, 1:-1] - xp[..., :-2, 1:-1])
     n = gx * gx + gy * gy + eps * eps
     return torch.cat([(gx * gx - gy * gy) / n, 2 * gx * gy / n], dim=1)
+
+
+def network_input(x: torch.Tensor, features: str = "intensity", norm: bool = False) -> torch.Tensor:
+    """What a flow network sees of one grey image (B, 1, H, W): ``[intensity]`` or, with
+    ``features="orientation"``, ``[intensity, cos 2a, sin 2a]`` (:func:`orientation_features`);
+    ``norm`` standardises the intensity channel (:func:`_standardise`)."""
+    if features not in INPUT_FEATURES:
+        raise ValueError(f"input_features: expected one of {', '.join(INPUT_FEATURES)}, got {features!r}")
+    if features == "orientation":
+        x = torch.cat([x, orientation_features(x)], 1)
+    if norm:
+        x = torch.cat([_standardise(x[:, :1]), x[:, 1:]], 1)
+    return x
 
 
 class LearnedRegistration(nn.Module):
@@ -249,11 +259,7 @@ class DeformableRegistration(LearnedRegistration):
         return [self._net_size(h, w)] + [fine] * ((self.passes if passes is None else passes) - 1)
 
     def _net_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_features == "orientation":  # per image: [intensity, cos 2a, sin 2a]
-            x = torch.cat([x, orientation_features(x)], 1)
-        if self.input_norm:  # standardise the intensity channel
-            x = torch.cat([_standardise(x[:, :1]), x[:, 1:]], 1)
-        return x
+        return network_input(x, self.input_features, self.input_norm)
 
     def training_step(self, batch, step: int, want_images: bool = False):
         fixed, moving = to_gray(batch.fixed), to_gray(batch.moving)
@@ -283,10 +289,19 @@ class TranslationRegistration(LearnedRegistration):
     """NeMAR: translation-based multimodal registration.
 
     A translator ``T`` maps the moving modality to the fixed one and a U-Net ``R`` predicts the
-    flow. Both orders must reproduce the fixed image: ``T(R(moving))`` and ``R(T(moving))`` (L1),
-    a conditional PatchGAN ``D`` judges both outputs (conditioned on the moving image), and a
-    bilateral smoothness term regularises the flow. Because the registration-first and
-    translation-first paths must agree, ``T`` cannot absorb geometry.
+    flow. Both orders must reproduce the fixed image: ``T(R(moving))`` and ``R(T(moving))`` (L1
+    over every fixed pixel, as NeMAR: warped samples from outside the moving image are 0 and
+    count as errors, so ``R`` gains nothing by moving content out of view), a conditional
+    PatchGAN ``D`` judges both outputs (conditioned on the moving image), and a bilateral
+    smoothness term on the flow follows the edges of the registered moving image. Because the
+    registration-first and translation-first paths must agree, ``T`` cannot absorb geometry.
+
+    ``translator="local"`` (:class:`~fmdepth.networks.registration.LocalTranslator`, 5x5 receptive
+    field, no normalisation) suits modalities related by an intensity response; ``"resnet"``
+    (:class:`~fmdepth.networks.registration.ResnetTranslator`, NeMAR's CycleGAN-style generator
+    with instance normalisation) translates with context. ``input_features`` / ``input_norm``
+    choose what ``R`` sees of each image, as for :class:`DeformableRegistration` (``orientation``
+    adds the sign-invariant edge orientation, the same for any pointwise intensity map).
 
     The engine runs one optimizer over :meth:`parameter_groups`; the GAN is trained in the same
     backward pass: the generator term evaluates ``D`` with *detached* parameters (no gradient to
@@ -298,11 +313,19 @@ class TranslationRegistration(LearnedRegistration):
     def __init__(self, depth: int = 4, width: int = 16, translator_width: int = 32, translator_blocks: int = 4,
                  discriminator_width: int = 64, l1_weight: float = 1.0, gan_weight: float = 0.05,
                  bilateral_weight: float = 0.1, bilateral_alpha: float = 10.0, gan_mode: str = "lsgan",
+                 translator: str = "resnet", input_features: str = "intensity", input_norm: bool = False,
                  **kwargs) -> None:
         kwargs.setdefault("similarity", "mse")
         super().__init__(**kwargs)
-        self.translator = ResnetTranslator(1, 1, width=translator_width, num_blocks=translator_blocks)
-        self.net = UNetFlow(2, depth=depth, width=width)
+        if translator not in TRANSLATORS:
+            raise ValueError(f"translator: expected one of {', '.join(TRANSLATORS)}, got {translator!r}")
+        if input_features not in INPUT_FEATURES:
+            raise ValueError(f"input_features: expected one of {', '.join(INPUT_FEATURES)}, got {input_features!r}")
+        self.translator_kind, self.input_features, self.input_norm = translator, input_features, bool(input_norm)
+        self.translator = (LocalTranslator(1, 1, width=translator_width, num_layers=translator_blocks)
+                           if translator == "local" else
+                           ResnetTranslator(1, 1, width=translator_width, num_blocks=translator_blocks))
+        self.net = UNetFlow(2 if input_features == "intensity" else 6, depth=depth, width=width)
         self.discriminator = PatchDiscriminator(2, width=discriminator_width)
         self.l1_weight, self.gan_weight = l1_weight, gan_weight
         self.bilateral_weight, self.bilateral_alpha, self.gan_mode = bilateral_weight, bilateral_alpha, gan_mode
@@ -314,7 +337,8 @@ class TranslationRegistration(LearnedRegistration):
         check_image_pair(fixed, moving)
         H, W = fixed.shape[-2:]
         size = self._net_size(H, W)
-        flow_lo = self.net(resize_image(fixed, size), resize_image(moving, size))
+        flow_lo = self.net(network_input(resize_image(fixed, size), self.input_features, self.input_norm),
+                           network_input(resize_image(moving, size), self.input_features, self.input_norm))
         return FlowPrediction(flow=resize_flow(flow_lo, (H, W)), flow_lo=flow_lo)
 
     def register(self, fixed: torch.Tensor, moving: torch.Tensor) -> RegistrationResult:
@@ -333,11 +357,11 @@ class TranslationRegistration(LearnedRegistration):
         fixed, moving = to_gray(batch.fixed), to_gray(batch.moving)
         out = self.predict_flow(fixed, moving)
         flow = out.flow
-        warped, valid = flow_warp(moving, flow)
+        warped, _ = flow_warp(moving, flow)  # zeros outside the moving image
         reg_then_tr = self.translator(warped)  # T(R(A))
-        tr_then_reg, valid_t = flow_warp(self.translator(moving), flow)  # R(T(A))
-        l1 = _masked_l1(reg_then_tr, fixed, valid) + _masked_l1(tr_then_reg, fixed, valid_t)
-        bil = bilateral_smoothness(flow, fixed, alpha=self.bilateral_alpha)
+        tr_then_reg, _ = flow_warp(self.translator(moving), flow)  # R(T(A))
+        l1 = (reg_then_tr - fixed).abs().mean() + (tr_then_reg - fixed).abs().mean()
+        bil = bilateral_smoothness(flow, warped.detach(), alpha=self.bilateral_alpha)
         # generator: both outputs judged by the frozen discriminator; discriminator: real vs both detached fakes
         g_adv = generator_loss([self._d_frozen(torch.cat([moving, reg_then_tr], 1)),
                                 self._d_frozen(torch.cat([moving, tr_then_reg], 1))], mode=self.gan_mode)
@@ -383,7 +407,8 @@ def build_registration_system(cfg) -> LearnedRegistration:
                                        translator_blocks=r.translator_blocks,
                                        discriminator_width=r.discriminator_width, l1_weight=r.l1_weight,
                                        gan_weight=r.gan_weight, bilateral_weight=r.bilateral_weight,
-                                       bilateral_alpha=r.bilateral_alpha, **common)
+                                       bilateral_alpha=r.bilateral_alpha, translator=r.translator,
+                                       input_features=r.input_features, input_norm=r.input_norm, **common)
     raise ValueError(f"registration.method: unknown '{r.method}'; expected one of {', '.join(SYSTEMS)}")
 
 

@@ -182,6 +182,35 @@ class ResnetTranslator(nn.Module):
         return self.net(x)[..., :h, :w]
 
 
+class LocalTranslator(nn.Module):
+    """A per-pixel intensity translator with a 5x5 receptive field, no normalisation.
+
+    3x3 convolution, ``num_layers`` 1x1 convolutions (leaky ReLU), 3x3 output with a sigmoid.
+    Suited to modality pairs related by a (possibly non-monotonic) intensity response, such as two
+    cameras with different spectral responses: with a 5x5 receptive field it cannot move content
+    by more than 2 px, so geometry is left to the registration network, and without instance
+    normalisation it keeps absolute intensities (an instance-normalised translator, as
+    :class:`ResnetTranslator`, sees each image's intensities only relative to that image's mean
+    and spread, so it cannot represent a fixed response curve).
+
+    Shape: forward(image (B, in_channels, H, W)) -> (B, out_channels, H, W) in [0, 1].
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 32, num_layers: int = 2) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        layers: List[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1, padding_mode="reflect"),
+                                   nn.LeakyReLU(0.2)]
+        for _ in range(num_layers):
+            layers += [nn.Conv2d(width, width, 1), nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(width, out_channels, 3, padding=1, padding_mode="reflect"), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        check_tensor(image, "image", ("B", self.in_channels, "H", "W"))
+        return self.net(image)
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN discriminator (pix2pix): a map of real/fake logits, one per receptive-field patch.
 

@@ -29,6 +29,7 @@ CHOICES: Dict[str, Dict[str, str]] = {
         "registration.method": "fmdepth.registration:METHODS",
         "registration.similarity": "fmdepth.losses.similarity:SIMILARITIES",
         "registration.modalities": "fmdepth.data.modalities:MODALITIES",
+        "registration.translator": "fmdepth.models.registration:TRANSLATORS",
     },
 }
 

@@ -301,3 +301,60 @@ def test_cascade_from_step_trains_the_first_pass_alone_first():
     assert len(net.seen) == 2
     with pytest.raises(ValueError, match="cascade_from_step"):
         load_config(None, SMALL + ["registration.cascade_from_step=-1"])
+
+
+def test_local_translator_keeps_geometry_and_absolute_intensity():
+    from fmdepth.networks.registration import LocalTranslator
+
+    t = LocalTranslator(1, 1, width=8, num_layers=2)
+    x = torch.rand(1, 1, 24, 24)
+    y = t(x)
+    assert y.shape == x.shape and float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
+    x2 = x.clone()
+    x2[0, 0, 12, 12] += 0.5  # one pixel changes: only its 5x5 neighbourhood may respond
+    d = (t(x2) - y).detach().abs()[0, 0]
+    assert float(d[10:15, 10:15].max()) > 0
+    d[10:15, 10:15] = 0
+    assert float(d.max()) == 0.0
+    # no per-image normalisation: the same pixel value gives the same output whatever the rest of the image
+    a, b = torch.full((1, 1, 16, 16), 0.3), torch.full((1, 1, 16, 16), 0.3)
+    b[..., :, 8:] = 0.9
+    assert torch.allclose(t(a)[..., 4, 2], t(b)[..., 4, 2])
+
+
+def test_nemar_l1_counts_content_moved_out_of_view():
+    """R must not lower the L1 by moving content out of the moving image (NeMAR: zeros, no mask)."""
+    from torch import nn
+
+    b = _batch()
+    b.moving = b.fixed.clone()  # same modality, aligned: the identity flow is perfect
+    system = TranslationRegistration(depth=2, width=4, discriminator_width=4, translator="local",
+                                     translator_width=4, bilateral_weight=0.0)
+    system.translator = nn.Identity()
+    assert system.training_step(b, step=0).scalars["l1_both_paths"] == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        system.net.head.bias.copy_(torch.tensor([1000.0, 0.0]))  # everything sampled from outside
+    l1 = system.training_step(b, step=0).scalars["l1_both_paths"]
+    assert l1 == pytest.approx(2 * float(b.fixed.mean()), rel=1e-4)
+
+
+def test_shipped_translation_config_builds_the_measured_recipe():
+    from fmdepth.config import ConfigError
+    from fmdepth.networks.registration import LocalTranslator
+    from fmdepth.tasks import check_choices
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    cfg = load_config(os.path.join(root, "configs", "registration_translation.yaml"), [])
+    system = build_registration_system(cfg)
+    assert isinstance(system.translator, LocalTranslator)
+    assert system.net.in_channels == 6 and system.input_features == "orientation" and system.input_norm
+    out = system.training_step(_batch(), step=0)
+    out.loss.backward()
+    for name, module in system.trainable_models().items():
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), name
+    resnet = build_registration_system(load_config(None, SMALL + ["registration.method=translation"]))
+    assert resnet.translator_kind == "resnet" and resnet.net.in_channels == 2
+    with pytest.raises(ConfigError, match="registration.translator"):
+        check_choices(load_config(None, SMALL + ["registration.method=translation", "registration.translator=unet"]))
+    with pytest.raises(ValueError, match="translator"):
+        TranslationRegistration(translator="unet")
