@@ -258,6 +258,7 @@ class RegistrationConfig:
     bilateral_alpha: float = 10.0  # NeMAR bilateral edge sensitivity
     fixed_video: str = ""  # train on two aligned-in-time videos / frame folders: the fixed one ...
     moving_video: str = ""  # ... and the moving one
+    augment_rms: float = 0.0  # pair folders / videos: each training fixed image through a fresh random warp of this RMS (px) + <= 4 deg, 4 %, 2 % shift (0 = off)
     synthetic_pairs: int = 512  # training pairs synthesised on the fly when no data is given
     val_pairs: int = 16  # validation pairs (synthetic, or held out of the pair folder)
     synthetic_rms: float = 4.0  # RMS (pixels at data.height) of the synthetic smooth deformation
@@ -275,7 +276,7 @@ class RegistrationConfig:
         _check(0 < self.input_scale <= 1, f"{prefix}.input_scale", "must be in (0, 1]")
         _check(self.ncc_window >= 3 and self.ncc_window % 2 == 1, f"{prefix}.ncc_window", "must be odd and >= 3")
         for k in ("smoothness", "supervised", "l1_weight", "gan_weight", "bilateral_weight", "bilateral_alpha",
-                  "synthetic_rms", "mi_samples", "val_pairs", "similarity_weight"):
+                  "synthetic_rms", "mi_samples", "val_pairs", "similarity_weight", "augment_rms"):
             _check(getattr(self, k) >= 0, f"{prefix}.{k}", "must be >= 0")
         _check(bool(self.fixed_video) == bool(self.moving_video), f"{prefix}.fixed_video",
                "fixed_video and moving_video must be given together")

@@ -21,12 +21,14 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from fmdepth.geometry import affine_to_flow, sample
+from torch.utils.data import Dataset
+
+from fmdepth.geometry import affine_to_flow, flow_warp, sample
 
 Rng = Union[np.random.Generator, torch.Generator]
 
 __all__ = ["uniform", "centred_affine", "random_affine", "control_grid_field", "random_smooth_flow",
-           "random_warp", "random_warp_flow"]
+           "random_warp", "random_warp_flow", "RandomWarpAugment"]
 
 
 def uniform(rng: Rng, lo: float, hi: float) -> float:
@@ -140,3 +142,40 @@ def random_warp_flow(height: int, width: int, rng: np.random.Generator, max_rota
         coarse = torch.from_numpy(rng.normal(0.0, deform, (1, 2, deform_grid, deform_grid))).float()
         flow = flow + control_grid_field(coarse, height, width)
     return flow
+
+
+class RandomWarpAugment(Dataset):
+    """Training augmentation for pair datasets: the fixed image seen through a fresh random warp.
+
+    On every access the sample's fixed image is resampled as ``f'(p) = f(p + a(p))`` with ``a`` a
+    new :func:`random_warp` (smooth field of RMS ``rms`` px plus a random affine of up to
+    ``rotation_deg``, ``scale``, ``translation`` x size), so a small set of real pairs gives new
+    misalignments at every epoch (unsupervised registration otherwise memorises its training
+    pairs). A known true flow is composed, ``u'(p) = a(p) + u(p + a(p))``; landmarks are dropped
+    (their fixed positions would need ``a``'s inverse). The draws come from the global torch
+    stream, which the training engine seeds and checkpoints, so runs and resumes repeat.
+    Shapes: the wrapped dataset's ``fixed`` (C, H, W), optional ``flow`` (2, H, W).
+    """
+
+    def __init__(self, dataset, rms: float, rotation_deg: float = 4.0, scale: float = 0.04,
+                 translation: float = 0.02, control: int = 5) -> None:
+        if rms < 0:
+            raise ValueError(f"rms: expected >= 0 pixels, got {rms}")
+        self.dataset, self.rms, self.control = dataset, float(rms), int(control)
+        self.affine = dict(rotation_deg=rotation_deg, scale=scale, shear=0.0, translation=translation)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict:
+        sample_ = dict(self.dataset[idx])
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,))))
+        fixed = torch.as_tensor(np.asarray(sample_["fixed"], dtype=np.float32))
+        _, H, W = fixed.shape
+        a, _ = random_warp(H, W, rng, self.rms, affine=self.affine, control=self.control)
+        sample_["fixed"] = flow_warp(fixed[None], a[None], padding_mode="border")[0][0].numpy()
+        if sample_.get("flow") is not None:
+            u = torch.as_tensor(np.asarray(sample_["flow"], dtype=np.float32))
+            sample_["flow"] = (a + flow_warp(u[None], a[None], padding_mode="border")[0][0]).numpy()
+        sample_["landmarks_fixed"] = sample_["landmarks_moving"] = None
+        return sample_

@@ -66,6 +66,7 @@ def load_registration_checkpoint(path: str, map_location="cpu"):
 
 def build(cfg) -> Task:
     """Registration system + pair datasets + landmark validation for ``cfg``."""
+    from fmdepth.data.warps import RandomWarpAugment
     from fmdepth.data.pairs import (FastSyntheticPairDataset, FramePairDataset, PairFolderDataset,
                                     SyntheticPairDataset, collate_pairs)
     from fmdepth.models.registration import build_registration_system
@@ -100,6 +101,8 @@ def build(cfg) -> Task:
             train_set = SyntheticPairDataset(r.synthetic_pairs, seed=cfg.seed, **common)
         if r.val_pairs > 0:  # validation keeps make_pair's pairs (landmarks on Harris corners)
             val_set = SyntheticPairDataset(r.val_pairs, seed=cfg.seed + 7919, **common)
+    if r.augment_rms > 0 and (d.path or r.fixed_video):  # real pairs: new misalignments every epoch
+        train_set = RandomWarpAugment(train_set, r.augment_rms)
     has_landmarks = val_set is not None and (not d.path or r.fixed_video
                                              or os.path.isdir(os.path.join(d.path, "landmarks_fixed")))
     return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=collate_pairs,

@@ -191,3 +191,57 @@ def test_modality_registry_names_every_recipe():
         assert a.shape == b.shape == (1, 20, 24), m
     with pytest.raises(ValueError, match="unknown modality 'nope'"):
         modality_images(base, "nope", np.random.default_rng(0))
+
+
+def test_random_warp_augment_composes_the_true_flow_and_drops_landmarks():
+    import numpy as np
+    import torch
+
+    from fmdepth.data.warps import RandomWarpAugment, random_smooth_flow
+    from fmdepth.geometry import flow_warp
+
+    yy, xx = np.mgrid[0:48, 0:56] / 9.0
+    moving = (0.5 + 0.4 * np.sin(xx) * np.cos(yy))[None].astype(np.float32)
+    u = random_smooth_flow(48, 56, 2.0, np.random.default_rng(0))
+    fixed = flow_warp(torch.from_numpy(moving)[None], u[None], padding_mode="border")[0][0].numpy()
+
+    class One(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"fixed": fixed, "moving": moving, "flow": u.numpy(), "landmarks_fixed": np.zeros((2, 2)),
+                    "landmarks_moving": np.zeros((2, 2)), "name": "a"}
+
+    aug = RandomWarpAugment(One(), rms=2.0)
+    torch.manual_seed(3)
+    s = aug[0]
+    assert s["landmarks_fixed"] is None and s["landmarks_moving"] is None and s["name"] == "a"
+    assert np.abs(s["fixed"] - fixed).mean() > 0.02  # the fixed image moved
+    inner = (slice(None), slice(6, -6), slice(6, -6))
+    w = flow_warp(torch.from_numpy(moving)[None], torch.from_numpy(s["flow"])[None], padding_mode="border")[0][0]
+    assert np.abs(w.numpy() - s["fixed"])[inner].mean() < 0.01  # the composed flow still registers the pair
+    torch.manual_seed(3)
+    assert np.array_equal(aug[0]["fixed"], s["fixed"])  # the engine's seeded stream repeats it
+    assert not np.array_equal(aug[0]["fixed"], s["fixed"])  # and the next access draws a new warp
+    with pytest.raises(ValueError, match="rms"):
+        RandomWarpAugment(One(), rms=-1.0)
+
+
+def test_augment_rms_wraps_pair_folders_only(tmp_path):
+    from fmdepth.config import ConfigError, load_config
+    from fmdepth.data.pairs import make_pair_folder
+    from fmdepth.data.warps import RandomWarpAugment
+    from fmdepth.tasks.registration import build
+
+    root = make_pair_folder(str(tmp_path / "pairs"), 3, size=(32, 32))
+    base = ["task=registration", "data.dataset=registration_pairs", "data.height=32", "data.width=32",
+            "registration.unet_depth=2", "registration.unet_width=4", "registration.val_pairs=1"]
+    task = build(load_config(None, base + [f"data.path={root}", "registration.augment_rms=1.5"]))
+    assert isinstance(task.train_set, RandomWarpAugment) and len(task.train_set) == 2
+    assert not isinstance(task.val_set, RandomWarpAugment)  # validation keeps its landmarks
+    assert not isinstance(build(load_config(None, base + [f"data.path={root}"])).train_set, RandomWarpAugment)
+    synth = build(load_config(None, base + ["registration.augment_rms=1.5", "registration.synthetic_pairs=2"]))
+    assert not isinstance(synth.train_set, RandomWarpAugment)  # synthetic pairs are fresh already
+    with pytest.raises(ConfigError, match="registration.augment_rms"):
+        load_config(None, base + ["registration.augment_rms=-1"])
