@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     peer = peer_networks(repo)
     import nemar as bench
 
-    bunny, bikes = bench.videos()
+    bunny, bikes, _ = bench.videos()
     train = crops(bench.frames(bunny, 0, 2), 264, 0)
     held = {"other frames": crops(bench.frames(bunny, 1, 2), 32, 1),
             "other video": crops(bench.frames(bikes, 0, 15), 32, 2)}
