@@ -105,13 +105,6 @@ def train_nemar(train_dir: str, run_dir: str, steps: int, size: int, seed: int, 
     return os.path.join(run_dir, "checkpoints", "last.pt")
 
 
-def sitk_flow(fixed, moving):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from registration import sitk_bspline
-
-    return sitk_bspline(fixed, moving)
-
-
 def evaluate(checkpoint: str, sets: dict, have_sitk: bool) -> dict:
     from fmdepth.registration import keep_if_better, register_pair
     from fmdepth.tasks.registration import load_registration_checkpoint
@@ -130,7 +123,10 @@ def evaluate(checkpoint: str, sets: dict, have_sitk: bool) -> dict:
                ("fmdepth register default (mind)",
                 lambda p: register_pair(p.fixed, p.moving, "deformable").flow[0].numpy())]
     if have_sitk:
-        methods.append(("SimpleITK B-spline Mattes MI", lambda p: sitk_flow(p.fixed, p.moving)))
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from registration import sitk_bspline  # bench/registration.py's SimpleITK baseline, same settings
+
+        methods.append(("SimpleITK B-spline Mattes MI", lambda p: sitk_bspline(p.fixed, p.moving)))
     out = {}
     for label, pairs in sets.items():
         init = [landmark_errors(p.landmarks_fixed, p.landmarks_moving) for p in pairs]

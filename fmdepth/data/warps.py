@@ -20,7 +20,6 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-
 from torch.utils.data import Dataset
 
 from fmdepth.geometry import affine_to_flow, flow_warp, sample
