@@ -56,6 +56,10 @@ TRANSLATION_WITHDRAWN = (
     "(default, MIND-SSC similarity), or a learned model with --checkpoint")
 
 
+# fmdepth.registration.solver.DEFAULT_MIND_RADIUS, written out so that building the parser imports no torch
+MIND_RADIUS = 2
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--fixed", help="fixed image (or video file / frame folder)")
     parser.add_argument("--moving", help="moving image (or video file / frame folder)")
@@ -81,6 +85,9 @@ def add_arguments(parser) -> None:
                         help="control-grid spacing in pixels of the finest level (1 = dense; default: 32 for "
                              "mind, 16 otherwise)")
     parser.add_argument("--smoothness", type=float, default=0.5, help="flow smoothness weight (default: 0.5)")
+    parser.add_argument("--mind-radius", type=int, default=MIND_RADIUS,
+                        help=f"MIND-SSC patch radius in pixels of each pyramid level, for the similarity and "
+                             f"the never-worse check (default: {MIND_RADIUS}, 5x5 patches)")
     parser.add_argument("--diffeomorphic", action="store_true",
                         help="deformable: optimise a stationary velocity field (scaling and squaring)")
     parser.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam", help="default: adam")
@@ -125,8 +132,8 @@ class _Registrar:
             res = register_pair(f, m, a.method, a.similarity, init="affine" if a.init == "affine" else "identity",
                                 init_affine=init_affine, iterations=parse_iterations(a.iterations),
                                 smoothness=a.smoothness, grid_spacing=a.grid_spacing, diffeomorphic=a.diffeomorphic,
-                                levels=a.levels, optimizer=a.optimizer, progress=show_progress and not a.quiet,
-                                device=self.device)
+                                levels=a.levels, optimizer=a.optimizer, mind_radius=a.mind_radius,
+                                progress=show_progress and not a.quiet, device=self.device)
         return res.flow[0].detach().cpu().numpy(), res.warped[0].detach().cpu().numpy(), res
 
 
@@ -276,6 +283,8 @@ def run(args) -> int:
         raise ValueError(f"--alpha: expected a value in [0, 1], got {args.alpha}")
     if args.levels < 1:
         raise ValueError(f"--levels: must be >= 1, got {args.levels}")
+    if args.mind_radius < 0:
+        raise ValueError(f"--mind-radius: must be >= 0, got {args.mind_radius}")
     if args.method == "translation" and not args.checkpoint:
         raise ValueError(TRANSLATION_WITHDRAWN)
     parse_iterations(args.iterations)

@@ -116,6 +116,25 @@ def test_default_is_mind_and_reduces_error_on_a_remap_pair():
     assert any("final improves on" in n for n in r.notes)
 
 
+def test_scoring_uses_the_solver_mind_radius():
+    from fmdepth.commands.register import MIND_RADIUS
+    from fmdepth.registration import score_flows
+    from fmdepth.registration.solver import DEFAULT_MIND_RADIUS
+
+    assert MIND_RADIUS == DEFAULT_MIND_RADIUS == 2  # the CLI default is the solver's
+    p = make_pair((64, 64), modality="chanremap", image="astronaut", rms=2.0, seed=5, num_landmarks=8)
+    f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
+    r = register_pair(f, m, iterations=(5, 5, 5))
+    flows = {"identity": torch.zeros_like(r.flow), "final": r.flow}
+    same = score_flows(f, m, flows, ("mind",), mind_radius=DEFAULT_MIND_RADIUS)
+    other = score_flows(f, m, flows, ("mind",), mind_radius=1)
+    assert r.scores["final"]["mind"] == pytest.approx(same["final"]["mind"], abs=1e-6)
+    assert r.scores["final"]["mind"] != pytest.approx(other["final"]["mind"], abs=1e-6)
+    r1 = register_pair(f, m, iterations=(5, 5, 5), mind_radius=1)  # a given radius reaches the scoring too
+    other1 = score_flows(f, m, {"identity": flows["identity"], "final": r1.flow}, ("mind",), mind_radius=1)
+    assert r1.scores["final"]["mind"] == pytest.approx(other1["final"]["mind"], abs=1e-6)
+
+
 def test_a_wrong_initial_affine_is_dropped_and_identity_kept():
     p = make_pair((64, 64), modality="remap", image="camera", rms=2.0, seed=1, num_landmarks=10)
     wrong = np.array([[0.9, 0.2, 8.0], [-0.2, 0.9, -6.0]])
