@@ -116,7 +116,10 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
     method from there, and scores the candidates -- identity, affine, final -- on ``similarity``
     and on an independent ``check_similarity`` (:func:`score_flows`). A candidate replaces the
     one kept so far only if it is better on **both**; an affine stage that is not better than the
-    identity is dropped before the method runs (the method then starts from the identity).
+    identity is dropped before the method runs (the method then starts from the identity). When
+    the affine start is kept, the method also runs from the identity (``"identity start"``), and
+    the affine and the result from it must beat that result on both similarities too: an affine
+    start never ends worse than the identity start by both measures (about 2.4x the time).
     ``result.kept``, ``result.scores`` and ``result.notes`` say which was kept and why.
 
     The default similarity ``mind`` (MIND-SSC) was chosen on the tuning pairs of
@@ -186,15 +189,29 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
     res = solve_pair(fixed_full, moving_full, method, similarity, init_affine=None if A0 is None else A0[:2],
                      progress=progress, **solver)
     flows["final"] = res.flow
+    results = {"final": res}
+    order = ["final"]
+    if A0 is not None and method != "affine" and keep_best:
+        # an affine start can lead the field into another basin: the identity start is run too, and
+        # the affine start's candidates must beat its result on both similarities
+        ref = solve_pair(fixed_full, moving_full, method, similarity, init_affine=None, progress=progress, **solver)
+        flows["identity start"], results["identity start"] = ref.flow, ref
+        order = ["identity start", "affine", "final"]
+    elif A0 is not None:
+        order = ["affine", "final"]
     scores = score_flows(fixed_full, moving_full, flows, names, **sim_kw)
     kept = "identity"
-    order = ["affine", "final"] if A0 is not None else ["final"]
     for cand in order:
         ok, why = prefer(scores, kept, cand, names)
         notes.append(why)
         if ok or not keep_best:
             kept = cand
-    if kept != "final":
+    if kept in results:
+        res = results[kept]
+        if kept != "final":
+            notes.append(f"returning the {method} result from the identity start: the result from the affine "
+                         f"start was not better on both {similarity} and {check}")
+    else:
         notes.append(f"returning the {kept}: the {method} result was not better on both {similarity} and {check}")
         flow = flows[kept]
         with torch.no_grad():

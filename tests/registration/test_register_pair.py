@@ -162,7 +162,31 @@ def test_init_affine_stage_not_worse_than_identity():
     before = landmark_error(p.landmarks_fixed, p.landmarks_moving)["lre_mean"]
     r = register_pair(p.fixed, p.moving, "deformable", init="affine", levels=2, iterations=(40, 30))
     after = landmark_error(p.landmarks_fixed, p.landmarks_moving, r.flow[0])["lre_mean"]
-    assert after < before and r.kept in ("affine", "final") and "affine" in r.scores
+    assert after < before and r.kept in ("affine", "final", "identity start") and "affine" in r.scores
+    assert "identity start" in r.scores  # an affine start is checked against the identity start
+
+
+def test_a_misleading_affine_start_loses_to_the_identity_start(monkeypatch):
+    import fmdepth.registration.select as select
+
+    p = make_pair((64, 64), modality="remap", image="camera", affine=True, rms=2.0, seed=2, num_landmarks=12,
+                  affine_kwargs=dict(rotation_deg=4.0, scale=0.04, shear=0.0, translation=4 / 64))
+    real = select.solve_pair
+
+    def solve(fixed, moving, method, similarity, init_affine=None, **kw):
+        res = real(fixed, moving, method, similarity, init_affine=init_affine, **kw)
+        if method == "deformable" and init_affine is not None:  # a field run from the affine into a wrong basin
+            yy, xx = torch.meshgrid(torch.linspace(0, 3, 64), torch.linspace(0, 3, 64), indexing="ij")
+            res.flow = res.flow + 6.0 * torch.stack([torch.sin(yy), torch.cos(xx)])[None]
+        return res
+
+    monkeypatch.setattr(select, "solve_pair", solve)
+    r = register_pair(p.fixed, p.moving, "deformable", init="affine", levels=2, iterations=(40, 30))
+    assert r.kept == "identity start", r.notes
+    ref = real(p.fixed, p.moving, "deformable", "mind", levels=2, iterations=(40, 30))
+    torch.testing.assert_close(r.flow, ref.flow)  # exactly the identity-start result
+    assert r.scores["identity start"]["mind"] < r.scores["final"]["mind"]
+    assert any("from the identity start" in n for n in r.notes)
 
 
 def test_undefined_similarity_is_a_clear_error():
@@ -191,3 +215,4 @@ def test_keep_if_better_guards_other_results():
     bad = keep_if_better(f, m, RegistrationResult(flow=wrong, warped=m))
     assert bad.kept == "identity" and torch.count_nonzero(bad.flow) == 0
     assert "not better" in bad.notes[0] and "returning the identity" in bad.notes[-1]
+
