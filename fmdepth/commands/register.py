@@ -56,8 +56,10 @@ TRANSLATION_WITHDRAWN = (
     "(default, MIND-SSC similarity), or a learned model with --checkpoint")
 
 
-# fmdepth.registration.solver.DEFAULT_MIND_RADIUS, written out so that building the parser imports no torch
+# fmdepth.registration.solver.DEFAULT_MIND_RADIUS / DEFAULT_MIND_NGF_WEIGHT, written out so that building
+# the parser imports no torch
 MIND_RADIUS = 2
+MIND_NGF_WEIGHT = 0.1
 
 
 def add_arguments(parser) -> None:
@@ -88,6 +90,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mind-radius", type=int, default=MIND_RADIUS,
                         help=f"MIND-SSC patch radius in pixels of each pyramid level, for the similarity and "
                              f"the never-worse check (default: {MIND_RADIUS}, 5x5 patches)")
+    parser.add_argument("--mind-ngf-weight", type=float, default=MIND_NGF_WEIGHT,
+                        help=f"--similarity mind: optimise MIND + this weight x NGF (0 = MIND alone; "
+                             f"default: {MIND_NGF_WEIGHT})")
     parser.add_argument("--diffeomorphic", action="store_true",
                         help="deformable: optimise a stationary velocity field (scaling and squaring)")
     parser.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam", help="default: adam")
@@ -133,6 +138,7 @@ class _Registrar:
                                 init_affine=init_affine, iterations=parse_iterations(a.iterations),
                                 smoothness=a.smoothness, grid_spacing=a.grid_spacing, diffeomorphic=a.diffeomorphic,
                                 levels=a.levels, optimizer=a.optimizer, mind_radius=a.mind_radius,
+                                mind_ngf_weight=a.mind_ngf_weight,
                                 progress=show_progress and not a.quiet, device=self.device)
         return res.flow[0].detach().cpu().numpy(), res.warped[0].detach().cpu().numpy(), res
 
@@ -285,6 +291,8 @@ def run(args) -> int:
         raise ValueError(f"--levels: must be >= 1, got {args.levels}")
     if args.mind_radius < 0:
         raise ValueError(f"--mind-radius: must be >= 0, got {args.mind_radius}")
+    if not args.mind_ngf_weight >= 0:
+        raise ValueError(f"--mind-ngf-weight: must be >= 0, got {args.mind_ngf_weight}")
     if args.method == "translation" and not args.checkpoint:
         raise ValueError(TRANSLATION_WITHDRAWN)
     parse_iterations(args.iterations)

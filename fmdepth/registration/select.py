@@ -24,7 +24,7 @@ CHECK_SIMILARITY = {"mind": "ngf"}
 
 # solve_pair settings that the affine stage of register_pair (init="affine") inherits
 _AFFINE_STAGE_KEYS = ("levels", "optimizer", "mi_bins", "ncc_window", "mi_samples", "feature_encoder",
-                      "mind_radius", "mind_dilation", "seed")
+                      "mind_radius", "mind_dilation", "mind_ngf_weight", "seed")
 # solve_pair settings that also shape the scoring similarities
 _SCORE_KEYS = ("mi_bins", "ncc_window", "mind_radius", "mind_dilation", "feature_encoder")
 

@@ -216,3 +216,22 @@ def test_keep_if_better_guards_other_results():
     assert bad.kept == "identity" and torch.count_nonzero(bad.flow) == 0
     assert "not better" in bad.notes[0] and "returning the identity" in bad.notes[-1]
 
+
+def test_mind_objective_adds_weighted_ngf():
+    from fmdepth.commands.register import MIND_NGF_WEIGHT
+    from fmdepth.losses import Similarity
+    from fmdepth.registration.solver import DEFAULT_MIND_NGF_WEIGHT, WeightedSimilarity
+
+    assert MIND_NGF_WEIGHT == DEFAULT_MIND_NGF_WEIGHT == 0.1
+    f, w = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    valid = torch.ones(1, 1, 32, 32, dtype=torch.bool)
+    valid[..., :4] = False
+    mind, ngf = Similarity("mind", mind_radius=2), Similarity("ngf")
+    both = WeightedSimilarity([(mind, 1.0), (ngf, 0.1)])
+    assert float(both(f, w, valid)) == pytest.approx(float(mind(f, w, valid)) + 0.1 * float(ngf(f, w, valid)), abs=1e-6)
+    p = make_pair((64, 64), modality="chanremap", image="astronaut", rms=2.0, seed=5, num_landmarks=8)
+    a = register_pair(p.fixed, p.moving, iterations=(10, 10, 10))
+    b = register_pair(p.fixed, p.moving, iterations=(10, 10, 10), mind_ngf_weight=0.0)
+    assert not torch.allclose(a.flow, b.flow)  # the weight reaches the objective
+    with pytest.raises(ValueError, match="mind_ngf_weight"):
+        register_pair(p.fixed, p.moving, mind_ngf_weight=-1.0)
