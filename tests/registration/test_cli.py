@@ -46,7 +46,7 @@ def test_register_default_mind_init_affine_and_constant_image(pair_dir, tmp_path
     out = tmp_path / "aff"
     assert main(_args(root, out, "--init", "affine", "--levels", "2", "--iterations", "30,20")) == 0
     res = json.loads((out / "result.json").read_text())
-    assert res["similarity"] == "mind" and res["init"] == "affine" and res["kept"] in ("identity", "affine", "final")
+    assert res["similarity"] == "mind" and res["init"] == "affine" and res["kept"] in ("identity", "affine", "final", "identity start")
     assert "affine" in res["scores"] or any("affine dropped" in n for n in res["selection"])
     flat = tmp_path / "flat.png"
     save_image(str(flat), np.full((1, 64, 64), 0.5, np.float32))
@@ -89,6 +89,11 @@ def test_register_bad_inputs(pair_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     assert "not a readable image" in capsys.readouterr().err
     assert main(_args(root, tmp_path / "o", "--iterations", "ten")) == 2
+    capsys.readouterr()
+    assert main(_args(root, tmp_path / "o", "--mind-radius", "-1")) == 2
+    assert "--mind-radius: must be >= 0" in capsys.readouterr().err
+    assert main(_args(root, tmp_path / "o", "--mind-ngf-weight", "nan")) == 2
+    assert "--mind-ngf-weight: must be >= 0" in capsys.readouterr().err
 
 
 def test_register_frame_folders_writes_video(tmp_path):
