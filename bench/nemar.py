@@ -16,7 +16,8 @@ are Harris corners of the fixed image with their true moving positions.
   runs that chose the training settings had looked at A and B;
 - ``--stills N`` adds N training pairs of the same modality pair made from scikit-image's shipped
   photographs (:data:`fmdepth.data.modalities.SHIPPED_IMAGES`, random crops; none of the videos),
-  for variety of content beyond the one training video.
+  for variety of content beyond the one training video; ``--extra-stills`` adds the other images
+  that scikit-image, matplotlib and scikit-learn ship (:data:`EXTRA_STILLS`) to that cycle.
 
 The system is trained by ``fmdepth train --config configs/registration_translation.yaml`` (the
 engine, through :func:`fmdepth.tasks.train`) for ``--steps`` steps on the training folder, then
@@ -46,6 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from fmdepth.data.modalities import SHIPPED_IMAGES, gray_tensor, remap, shipped_image  # noqa: E402
 from fmdepth.data.pair_io import save_image, write_landmarks  # noqa: E402
 from fmdepth.data.synthetic_pairs import make_pair  # noqa: E402
+from fmdepth.data.media import read_image  # noqa: E402
 from fmdepth.data.video_pairs import read_frames  # noqa: E402
 from fmdepth.metrics.registration import landmark_errors  # noqa: E402
 
@@ -81,9 +83,36 @@ def response_pairs(frame_list, seeds, size: int, rms: float):
     return out
 
 
-def still_frames():
-    """scikit-image's shipped photographs (:data:`SHIPPED_IMAGES`) as (C, H, W) float32."""
-    return [shipped_image(name) for name in SHIPPED_IMAGES]
+def still_frames(extra: bool = False):
+    """scikit-image's shipped photographs (:data:`SHIPPED_IMAGES`) as (C, H, W) float32; with
+    ``extra``, also :func:`extra_still_paths` (read with fmdepth's image reader)."""
+    frames = [shipped_image(name) for name in SHIPPED_IMAGES]
+    return frames + [read_image(p) for p in extra_still_paths()] if extra else frames
+
+
+# other images that installed packages ship (photographs, textures, drawings), none of them a video
+# frame: file names inside scikit-image's data folder, matplotlib's sample data, scikit-learn's images
+EXTRA_STILLS = {"skimage": ("brick.png", "grass.png", "gravel.png", "text.png", "clock_motion.png", "horse.png",
+                            "color.png", "cell.png", "microaneurysms.png", "logo.png", "phantom.png"),
+                "matplotlib": ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"),
+                "sklearn": ("china.jpg", "flower.jpg")}
+
+
+def extra_still_paths():
+    """The :data:`EXTRA_STILLS` files found on this machine (a package that is missing is skipped)."""
+    import importlib
+
+    folders = {"skimage": ("skimage.data", ""), "matplotlib": ("matplotlib", os.path.join("mpl-data", "sample_data")),
+               "sklearn": ("sklearn.datasets", "images")}
+    paths = []
+    for pkg, names in EXTRA_STILLS.items():
+        module, sub = folders[pkg]
+        try:
+            root = os.path.join(os.path.dirname(importlib.import_module(module).__file__), sub)
+        except ImportError:
+            continue
+        paths += [os.path.join(root, n) for n in names if os.path.isfile(os.path.join(root, n))]
+    return paths
 
 
 def write_folder(root: str, pairs, landmarks: bool) -> str:
@@ -169,6 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-pairs", type=int, default=264, help="unaligned training pairs")
     ap.add_argument("--stills", type=int, default=0,
                     help="extra unaligned training pairs from scikit-image's shipped photographs")
+    ap.add_argument("--extra-stills", action="store_true",
+                    help="--stills also cycle through the other images installed packages ship (EXTRA_STILLS)")
     ap.add_argument("--heldout", type=int, default=16, help="pairs per held-out set")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--rms", type=float, default=4.0, help="RMS of the smooth field (px at --size)")
@@ -202,7 +233,9 @@ def main(argv=None) -> int:
     if not checkpoint:
         train_pairs = response_pairs(frames(bunny, 0, 2), range(args.train_pairs), args.size, args.rms)
         if args.stills > 0:
-            train_pairs += response_pairs(still_frames(), range(100_000, 100_000 + args.stills), args.size, args.rms)
+            stills = still_frames(extra=args.extra_stills)
+            print(f"{args.stills} training pairs from {len(stills)} still images", flush=True)
+            train_pairs += response_pairs(stills, range(100_000, 100_000 + args.stills), args.size, args.rms)
         train_dir = write_folder(os.path.join(args.out, "train_pairs"), train_pairs, landmarks=False)
         print(f"{len(train_pairs)} unaligned training pairs written to {train_dir} ({time.perf_counter() - t0:.0f} s)",
               flush=True)

@@ -94,3 +94,17 @@ def test_the_step_budget_is_the_stop_not_the_config_epochs(monkeypatch, tmp_path
     cfg = seen["cfg"]
     assert cfg.train.max_steps == 9000
     assert cfg.train.epochs >= 9000  # >= one step per epoch: 40 epochs of 264 pairs would stop at 2640 steps
+
+
+def test_extra_stills_are_files_of_installed_packages_and_join_the_cycle(monkeypatch):
+    bench = _bench()
+    paths = bench.extra_still_paths()
+    assert paths and all(os.path.isfile(p) for p in paths)
+    assert any(os.sep + "skimage" + os.sep in p for p in paths)  # scikit-image is a dependency
+    names = {os.path.basename(p) for p in paths}
+    assert names <= {n for group in bench.EXTRA_STILLS.values() for n in group}
+    base = bench.still_frames()
+    both = bench.still_frames(extra=True)
+    assert len(both) == len(base) + len(paths) and all(f.ndim == 3 and f.dtype == np.float32 for f in both)
+    monkeypatch.setitem(bench.EXTRA_STILLS, "sklearn", ("no_such_image.jpg",))  # missing files are skipped
+    assert len(bench.extra_still_paths()) == len(paths) - len([p for p in paths if os.sep + "sklearn" + os.sep in p])
