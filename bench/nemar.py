@@ -44,10 +44,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from fmdepth.data.media import read_image  # noqa: E402
 from fmdepth.data.modalities import SHIPPED_IMAGES, gray_tensor, remap, shipped_image  # noqa: E402
 from fmdepth.data.pair_io import save_image, write_landmarks  # noqa: E402
 from fmdepth.data.synthetic_pairs import make_pair  # noqa: E402
-from fmdepth.data.media import read_image  # noqa: E402
 from fmdepth.data.video_pairs import read_frames  # noqa: E402
 from fmdepth.metrics.registration import landmark_errors  # noqa: E402
 
@@ -91,22 +91,21 @@ def still_frames(extra: bool = False):
 
 
 # other images that installed packages ship (photographs, textures, drawings), none of them a video
-# frame: file names inside scikit-image's data folder, matplotlib's sample data, scikit-learn's images
-EXTRA_STILLS = {"skimage": ("brick.png", "grass.png", "gravel.png", "text.png", "clock_motion.png", "horse.png",
-                            "color.png", "cell.png", "microaneurysms.png", "logo.png", "phantom.png"),
-                "matplotlib": ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"),
-                "sklearn": ("china.jpg", "flower.jpg")}
+# frame: module -> (folder below the module's own, file names)
+EXTRA_STILLS = {"skimage.data": ("", ("brick.png", "grass.png", "gravel.png", "text.png", "clock_motion.png",
+                                      "horse.png", "color.png", "cell.png", "microaneurysms.png", "logo.png",
+                                      "phantom.png")),
+                "matplotlib": (os.path.join("mpl-data", "sample_data"), ("grace_hopper.jpg",
+                                                                         "Minduka_Present_Blue_Pack.png")),
+                "sklearn.datasets": ("images", ("china.jpg", "flower.jpg"))}
 
 
 def extra_still_paths():
     """The :data:`EXTRA_STILLS` files found on this machine (a package that is missing is skipped)."""
     import importlib
 
-    folders = {"skimage": ("skimage.data", ""), "matplotlib": ("matplotlib", os.path.join("mpl-data", "sample_data")),
-               "sklearn": ("sklearn.datasets", "images")}
     paths = []
-    for pkg, names in EXTRA_STILLS.items():
-        module, sub = folders[pkg]
+    for module, (sub, names) in EXTRA_STILLS.items():
         try:
             root = os.path.join(os.path.dirname(importlib.import_module(module).__file__), sub)
         except ImportError:

@@ -17,7 +17,8 @@ from fmdepth.geometry import affine_to_3x3, affine_to_flow, check_image_pair, fl
 from fmdepth.losses import SIMILARITIES, to_gray
 from fmdepth.metrics.registration import RegistrationResult
 
-from .solver import DEFAULT_MIND_RADIUS, DEFAULT_SIMILARITY, as_affine, as_image_batch, check_method, make_similarity, solve_pair
+from .solver import (DEFAULT_MIND_RADIUS, DEFAULT_SIMILARITY, as_affine, as_image_batch, check_method, make_similarity,
+                     solve_pair)
 
 # the independent check of register_pair; "mind" for every other similarity
 CHECK_SIMILARITY = {"mind": "ngf"}

@@ -102,9 +102,9 @@ def test_extra_stills_are_files_of_installed_packages_and_join_the_cycle(monkeyp
     assert paths and all(os.path.isfile(p) for p in paths)
     assert any(os.sep + "skimage" + os.sep in p for p in paths)  # scikit-image is a dependency
     names = {os.path.basename(p) for p in paths}
-    assert names <= {n for group in bench.EXTRA_STILLS.values() for n in group}
+    assert names <= {n for _, group in bench.EXTRA_STILLS.values() for n in group}
     base = bench.still_frames()
     both = bench.still_frames(extra=True)
     assert len(both) == len(base) + len(paths) and all(f.ndim == 3 and f.dtype == np.float32 for f in both)
-    monkeypatch.setitem(bench.EXTRA_STILLS, "sklearn", ("no_such_image.jpg",))  # missing files are skipped
+    monkeypatch.setitem(bench.EXTRA_STILLS, "sklearn.datasets", ("images", ("no_such_image.jpg",)))  # missing: skipped
     assert len(bench.extra_still_paths()) == len(paths) - len([p for p in paths if os.sep + "sklearn" + os.sep in p])
