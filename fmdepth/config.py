@@ -259,6 +259,7 @@ class RegistrationConfig:
     fixed_video: str = ""  # train on two aligned-in-time videos / frame folders: the fixed one ...
     moving_video: str = ""  # ... and the moving one
     augment_rms: float = 0.0  # pair folders / videos: each training fixed image through a fresh random warp of this RMS (px) + <= 4 deg, 4 %, 2 % shift (0 = off)
+    augment_flip: bool = False  # pair folders / videos: each training pair in a random one of its 8 flips / transposes (both images alike)
     synthetic_pairs: int = 512  # training pairs synthesised on the fly when no data is given
     val_pairs: int = 16  # validation pairs (synthetic, or held out of the pair folder)
     synthetic_rms: float = 4.0  # RMS (pixels at data.height) of the synthetic smooth deformation

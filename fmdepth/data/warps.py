@@ -27,7 +27,7 @@ from fmdepth.geometry import affine_to_flow, flow_warp, sample
 Rng = Union[np.random.Generator, torch.Generator]
 
 __all__ = ["uniform", "centred_affine", "random_affine", "control_grid_field", "random_smooth_flow",
-           "random_warp", "random_warp_flow", "RandomWarpAugment"]
+           "random_warp", "random_warp_flow", "RandomWarpAugment", "dihedral_pair", "RandomFlipAugment"]
 
 
 def uniform(rng: Rng, lo: float, hi: float) -> float:
@@ -178,3 +178,75 @@ class RandomWarpAugment(Dataset):
             sample_["flow"] = (a + flow_warp(u[None], a[None], padding_mode="border")[0][0]).numpy()
         sample_["landmarks_fixed"] = sample_["landmarks_moving"] = None
         return sample_
+
+
+def dihedral_pair(sample_: dict, hflip: bool, vflip: bool, transpose: bool) -> dict:
+    """The same flip / transpose of both images of a pair sample, its flow and its landmarks.
+
+    The pair stays a pair of the same two modalities seen in another orientation. With ``g`` the
+    pixel map (``x -> W - 1 - x`` for ``hflip``, ``y -> H - 1 - y`` for ``vflip``, ``(x, y) ->
+    (y, x)`` for ``transpose``, applied in that order) and ``M`` its linear part, the true flow of
+    the new pair is ``u'(p) = M^-1 u(g(p))`` and landmarks move to ``g^-1``. Images (C, H, W),
+    flow (2, H, W) with ``flow[0]`` = dx, landmarks (N, 2) as (x, y) pixels; ``transpose`` needs a
+    square pair (it swaps H and W).
+    """
+    out = dict(sample_)
+    fixed = np.asarray(sample_["fixed"])
+    H, W = fixed.shape[-2:]
+    if transpose and H != W:
+        raise ValueError(f"transpose: needs a square pair, got {H}x{W}")
+
+    def image(a):
+        a = np.asarray(a)
+        if hflip:
+            a = a[..., :, ::-1]
+        if vflip:
+            a = a[..., ::-1, :]
+        if transpose:
+            a = np.swapaxes(a, -1, -2)
+        return np.ascontiguousarray(a)
+
+    out["fixed"], out["moving"] = image(sample_["fixed"]), image(sample_["moving"])
+    if sample_.get("flow") is not None:
+        u = image(sample_["flow"]).copy()
+        if hflip:
+            u[0] = -u[0]
+        if vflip:
+            u[1] = -u[1]
+        if transpose:
+            u = u[::-1].copy()
+        out["flow"] = u
+    for key in ("landmarks_fixed", "landmarks_moving"):
+        pts = sample_.get(key)
+        if pts is None:
+            continue
+        pts = np.array(pts, copy=True)
+        if hflip:
+            pts[:, 0] = (W - 1) - pts[:, 0]
+        if vflip:
+            pts[:, 1] = (H - 1) - pts[:, 1]
+        if transpose:
+            pts = pts[:, ::-1].copy()
+        out[key] = pts
+    return out
+
+
+class RandomFlipAugment(Dataset):
+    """Training augmentation for pair datasets: each access sees the pair in one of its 8
+    orientations (random horizontal flip, vertical flip and, for square pairs, transpose; see
+    :func:`dihedral_pair`), drawn from the engine-seeded global torch stream as
+    :class:`RandomWarpAugment` does. The same map is applied to both images, so the modality pair
+    is unchanged while the content the network sees varies (a few unaligned videos otherwise show
+    it one camera orientation only)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict:
+        sample_ = self.dataset[idx]
+        h, v, t = (bool(b) for b in torch.randint(0, 2, (3,)))
+        H, W = np.asarray(sample_["fixed"]).shape[-2:]
+        return dihedral_pair(sample_, h, v, t and H == W)

@@ -66,7 +66,7 @@ def load_registration_checkpoint(path: str, map_location="cpu"):
 
 def build(cfg) -> Task:
     """Registration system + pair datasets + landmark validation for ``cfg``."""
-    from fmdepth.data.warps import RandomWarpAugment
+    from fmdepth.data.warps import RandomFlipAugment, RandomWarpAugment
     from fmdepth.data.pairs import (FastSyntheticPairDataset, FramePairDataset, PairFolderDataset,
                                     SyntheticPairDataset, collate_pairs)
     from fmdepth.models.registration import build_registration_system
@@ -103,6 +103,8 @@ def build(cfg) -> Task:
             val_set = SyntheticPairDataset(r.val_pairs, seed=cfg.seed + 7919, **common)
     if r.augment_rms > 0 and (d.path or r.fixed_video):  # real pairs: new misalignments every epoch
         train_set = RandomWarpAugment(train_set, r.augment_rms)
+    if r.augment_flip and (d.path or r.fixed_video):  # real pairs: other orientations of their content
+        train_set = RandomFlipAugment(train_set)
     has_landmarks = val_set is not None and (not d.path or r.fixed_video
                                              or os.path.isdir(os.path.join(d.path, "landmarks_fixed")))
     return Task(system=system, train_set=train_set, val_set=val_set, collate_fn=collate_pairs,

@@ -245,3 +245,51 @@ def test_augment_rms_wraps_pair_folders_only(tmp_path):
     assert not isinstance(synth.train_set, RandomWarpAugment)  # synthetic pairs are fresh already
     with pytest.raises(ConfigError, match="registration.augment_rms"):
         load_config(None, base + ["registration.augment_rms=-1"])
+
+
+@pytest.mark.parametrize("hflip,vflip,transpose", [(True, False, False), (False, True, False), (False, False, True),
+                                                    (True, True, True)])
+def test_dihedral_pair_keeps_the_true_flow_and_landmarks(hflip, vflip, transpose):
+    from fmdepth.data.pairs import make_pair
+    from fmdepth.data.warps import dihedral_pair
+    from fmdepth.geometry import flow_warp
+
+    p = make_pair((40, 40), modality="edges", affine=True, rms=2.0, seed=3, num_landmarks=12)
+    s = {"fixed": p.fixed, "moving": p.moving, "flow": p.flow, "landmarks_fixed": p.landmarks_fixed,
+         "landmarks_moving": p.landmarks_moving}
+    out = dihedral_pair(s, hflip, vflip, transpose)
+    # warping commutes with the map: g(warp(moving, u)) == warp(g(moving), u')
+    warped = flow_warp(torch.from_numpy(p.moving)[None], torch.from_numpy(p.flow)[None])[0][0].numpy()
+    ref = dihedral_pair({"fixed": warped, "moving": warped}, hflip, vflip, transpose)["fixed"]
+    got = flow_warp(torch.from_numpy(out["moving"])[None], torch.from_numpy(out["flow"])[None])[0][0].numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    # landmarks: moving = fixed + u'(fixed) still holds (sampled at the landmark, bilinear)
+    from fmdepth.metrics.registration import landmark_errors
+
+    assert landmark_errors(p.landmarks_fixed, p.landmarks_moving, p.flow).max() < 0.05
+    assert landmark_errors(out["landmarks_fixed"], out["landmarks_moving"], out["flow"]).max() < 0.05
+    assert not np.array_equal(out["fixed"], p.fixed) and out["fixed"].shape == p.fixed.shape
+
+
+def test_dihedral_pair_transpose_needs_square_and_flip_augment_is_seeded(tmp_path):
+    from fmdepth.config import load_config
+    from fmdepth.data.pairs import make_pair_folder
+    from fmdepth.data.warps import RandomFlipAugment, dihedral_pair
+    from fmdepth.tasks.registration import build
+
+    with pytest.raises(ValueError, match="square"):
+        dihedral_pair({"fixed": np.zeros((1, 4, 6)), "moving": np.zeros((1, 4, 6))}, False, False, True)
+    root = make_pair_folder(str(tmp_path / "pairs"), 3, size=(32, 32))
+    base = ["task=registration", "data.dataset=registration_pairs", "data.height=32", "data.width=32",
+            "registration.unet_depth=2", "registration.unet_width=4", "registration.val_pairs=1",
+            f"data.path={root}"]
+    task = build(load_config(None, base + ["registration.augment_flip=true"]))
+    assert isinstance(task.train_set, RandomFlipAugment) and len(task.train_set) == 2
+    assert not isinstance(task.val_set, RandomFlipAugment)
+    assert not isinstance(build(load_config(None, base)).train_set, RandomFlipAugment)
+    plain = task.train_set.dataset[0]["fixed"]
+    torch.manual_seed(0)
+    draws = [task.train_set[0]["fixed"].tobytes() for _ in range(64)]
+    assert len(set(draws)) == 8 and plain.tobytes() in draws  # all 8 orientations, the original among them
+    torch.manual_seed(0)
+    assert [task.train_set[0]["fixed"].tobytes() for _ in range(64)] == draws  # the seeded stream repeats them
