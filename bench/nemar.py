@@ -70,12 +70,12 @@ def frames(path: str, start: int, every: int):
     return [f for i, f in enumerate(read_frames(path)) if i >= start and (i - start) % every == 0]
 
 
-def response_pairs(frame_list, seeds, size: int, rms: float):
-    """One :class:`RegistrationPair` per seed (cycling through the frames): fixed = response(grey)
-    warped, moving = grey."""
+def response_pairs(frame_list, seeds, size: int, rms: float, first_frame: int = 0):
+    """One :class:`RegistrationPair` per seed (cycling through the frames from ``first_frame``):
+    fixed = response(grey) warped, moving = grey."""
     out = []
     for k, seed in enumerate(seeds):
-        grey = gray_tensor(torch.from_numpy(np.ascontiguousarray(frame_list[k % len(frame_list)])))
+        grey = gray_tensor(torch.from_numpy(np.ascontiguousarray(frame_list[(first_frame + k) % len(frame_list)])))
         base = torch.cat([remap(grey, RESPONSE["freq"], RESPONSE["phase"]), grey]).numpy()
         out.append(make_pair((size, size), modality="paired", image=base, affine=True,
                              affine_kwargs=PERTURBATION, rms=rms, seed=seed, num_landmarks=30,
@@ -200,6 +200,9 @@ def main(argv=None) -> int:
     ap.add_argument("--extra-stills", action="store_true",
                     help="--stills also cycle through the other images installed packages ship (EXTRA_STILLS)")
     ap.add_argument("--heldout", type=int, default=16, help="pairs per held-out set")
+    ap.add_argument("--heldout-offset", type=int, default=0,
+                    help="other held-out pairs: every seed shifted by this many, A starting this many odd frames "
+                         "on, B and C taking frames offset %% 15 / %% 7 (0 = the README's pairs; 1000 = a fresh check)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--rms", type=float, default=4.0, help="RMS of the smooth field (px at --size)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (initial weights, batch order)")
@@ -217,17 +220,20 @@ def main(argv=None) -> int:
     except ImportError:
         have_sitk = False
         print("SimpleITK not installed: its row is skipped (pip install SimpleITK)")
+    if args.heldout_offset < 0:
+        ap.error(f"--heldout-offset: expected >= 0, got {args.heldout_offset}")
     bunny, bikes, carphone = videos()
     t0 = time.perf_counter()
-    heldout = {"held-out A: other frames of the training video": response_pairs(frames(bunny, 1, 2),
-                                                                              range(50_000, 50_000 + args.heldout),
-                                                                              args.size, args.rms),
-               "held-out B: another video (bikes)": response_pairs(frames(bikes, 0, 15),
-                                                                   range(60_000, 60_000 + args.heldout),
-                                                                   args.size, args.rms),
-               "held-out C: a third video (carphone)": response_pairs(frames(carphone, 0, 7),
-                                                                      range(70_000, 70_000 + args.heldout),
-                                                                      args.size, args.rms)}
+    off = args.heldout_offset
+
+    def held(frame_list, base, first_frame=0):
+        return response_pairs(frame_list, range(base + off, base + off + args.heldout), args.size, args.rms,
+                              first_frame=first_frame)
+
+    # with an offset: A starts further along the odd frames; B and C take other frames (another phase)
+    heldout = {"held-out A: other frames of the training video": held(frames(bunny, 1, 2), 50_000, off),
+               "held-out B: another video (bikes)": held(frames(bikes, off % 15, 15), 60_000),
+               "held-out C: a third video (carphone)": held(frames(carphone, off % 7, 7), 70_000)}
     checkpoint = args.checkpoint
     if not checkpoint:
         train_pairs = response_pairs(frames(bunny, 0, 2), range(args.train_pairs), args.size, args.rms)

@@ -108,3 +108,16 @@ def test_extra_stills_are_files_of_installed_packages_and_join_the_cycle(monkeyp
     assert len(both) == len(base) + len(paths) and all(f.ndim == 3 and f.dtype == np.float32 for f in both)
     monkeypatch.setitem(bench.EXTRA_STILLS, "sklearn.datasets", ("images", ("no_such_image.jpg",)))  # missing: skipped
     assert len(bench.extra_still_paths()) == len(paths) - len([p for p in paths if os.sep + "sklearn" + os.sep in p])
+
+
+def test_heldout_offset_takes_other_frames_and_rejects_a_negative_offset():
+    bench = _bench()
+    frames = [np.full((3, 40, 40), v, np.float32) + 0.3 * np.random.default_rng(i).random((3, 40, 40), np.float32)
+              for i, v in enumerate((0.1, 0.3, 0.5))]
+    plain = bench.response_pairs(frames, seeds=[7], size=32, rms=1.0)[0]
+    moved = bench.response_pairs(frames, seeds=[7], size=32, rms=1.0, first_frame=4)[0]  # frame 4 % 3 = 1
+    same = bench.response_pairs(frames[1:], seeds=[7], size=32, rms=1.0)[0]
+    np.testing.assert_array_equal(moved.moving, same.moving)
+    assert np.abs(moved.moving - plain.moving).mean() > 0.1
+    with pytest.raises(SystemExit):
+        bench.main(["--heldout-offset", "-1"])
