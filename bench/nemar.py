@@ -23,7 +23,9 @@ The system is trained by ``fmdepth train --config configs/registration_translati
 engine, through :func:`fmdepth.tasks.train`) for ``--steps`` steps on the training folder, then
 evaluated on both held-out sets beside the per-pair methods on the same pairs: NeMAR raw, NeMAR
 guarded as ``fmdepth register --checkpoint`` does (kept only if better than the identity),
-``fmdepth register`` with its defaults (MIND-SSC), and SimpleITK B-spline Mattes MI (optional).
+the same averaged over the pair's 8 flips / transposes (``fmdepth register --checkpoint
+--flip-average``), ``fmdepth register`` with its defaults (MIND-SSC), and SimpleITK B-spline
+Mattes MI (optional).
 
     python bench/nemar.py --steps 9000 --threads 1 --out runs/nemar_bench      # 33 min at one thread
     python bench/nemar.py --checkpoint runs/nemar_bench/run/checkpoints/last.pt --threads 1   # evaluate only
@@ -149,15 +151,16 @@ def evaluate(checkpoint: str, sets: dict, have_sitk: bool) -> dict:
 
     system = load_registration_checkpoint(checkpoint)
 
-    def nemar(p, guard):
+    def nemar(p, guard, flip_average=False):
         f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
-        res = system.register(f, m)
+        res = system.register(f, m, flip_average=flip_average)
         if guard:
             res = keep_if_better(f, m, res)
         return res.flow[0].numpy()
 
     methods = [("NeMAR (raw)", lambda p: nemar(p, False)), ("NeMAR (guarded, as fmdepth register --checkpoint)",
                                                            lambda p: nemar(p, True)),
+               ("NeMAR, 8 flips averaged (--flip-average), guarded", lambda p: nemar(p, True, True)),
                ("fmdepth register default (mind)",
                 lambda p: register_pair(p.fixed, p.moving, "deformable").flow[0].numpy())]
     if have_sitk:

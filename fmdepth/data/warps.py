@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fmdepth.geometry import affine_to_flow, flow_warp, sample
+from fmdepth.geometry import affine_to_flow, dihedral_flow, dihedral_image, flow_warp, sample
 
 Rng = Union[np.random.Generator, torch.Generator]
 
@@ -183,39 +183,22 @@ class RandomWarpAugment(Dataset):
 def dihedral_pair(sample_: dict, hflip: bool, vflip: bool, transpose: bool) -> dict:
     """The same flip / transpose of both images of a pair sample, its flow and its landmarks.
 
-    The pair stays a pair of the same two modalities seen in another orientation. With ``g`` the
-    pixel map (``x -> W - 1 - x`` for ``hflip``, ``y -> H - 1 - y`` for ``vflip``, ``(x, y) ->
-    (y, x)`` for ``transpose``, applied in that order) and ``M`` its linear part, the true flow of
-    the new pair is ``u'(p) = M^-1 u(g(p))`` and landmarks move to ``g^-1``. Images (C, H, W),
-    flow (2, H, W) with ``flow[0]`` = dx, landmarks (N, 2) as (x, y) pixels; ``transpose`` needs a
-    square pair (it swaps H and W).
+    The pair stays a pair of the same two modalities seen in another orientation: images through
+    :func:`fmdepth.geometry.dihedral_image`, the true flow through
+    :func:`fmdepth.geometry.dihedral_flow` (``u'(p) = M^-1 u(g(p))``), landmarks to ``g^-1``.
+    Images (C, H, W), flow (2, H, W) with ``flow[0]`` = dx, landmarks (N, 2) as (x, y) pixels;
+    ``transpose`` needs a square pair (it swaps H and W).
     """
     out = dict(sample_)
-    fixed = np.asarray(sample_["fixed"])
-    H, W = fixed.shape[-2:]
+    H, W = np.asarray(sample_["fixed"]).shape[-2:]
     if transpose and H != W:
         raise ValueError(f"transpose: needs a square pair, got {H}x{W}")
-
-    def image(a):
-        a = np.asarray(a)
-        if hflip:
-            a = a[..., :, ::-1]
-        if vflip:
-            a = a[..., ::-1, :]
-        if transpose:
-            a = np.swapaxes(a, -1, -2)
-        return np.ascontiguousarray(a)
-
-    out["fixed"], out["moving"] = image(sample_["fixed"]), image(sample_["moving"])
+    for key in ("fixed", "moving"):
+        out[key] = dihedral_image(torch.from_numpy(np.ascontiguousarray(sample_[key])), hflip, vflip,
+                                  transpose).contiguous().numpy()
     if sample_.get("flow") is not None:
-        u = image(sample_["flow"]).copy()
-        if hflip:
-            u[0] = -u[0]
-        if vflip:
-            u[1] = -u[1]
-        if transpose:
-            u = u[::-1].copy()
-        out["flow"] = u
+        u = torch.from_numpy(np.ascontiguousarray(sample_["flow"], dtype=np.float32))
+        out["flow"] = dihedral_flow(u, hflip, vflip, transpose).contiguous().numpy()
     for key in ("landmarks_fixed", "landmarks_moving"):
         pts = sample_.get(key)
         if pts is None:

@@ -27,8 +27,8 @@ Shapes are in every public docstring and checked at entry: a ``ValueError`` name
 and the expected shape. Pixel grids are cached per (H, W, device, dtype), never per batch.
 """
 from .camera import disp_to_depth, intrinsics_pyramid, invert_intrinsics, scale_intrinsics
-from .flow import (affine_to_3x3, affine_to_flow, check_image_pair, compose_affine_flow, pyramid_sizes, resize_flow,
-                   resize_image)
+from .flow import (DIHEDRAL, affine_to_3x3, affine_to_flow, check_image_pair, compose_affine_flow, dihedral_flow,
+                   dihedral_image, pyramid_sizes, resize_flow, resize_image, undo_dihedral_flow)
 from .grid import normalized_grid, pixel_grid
 from .integrate import integrate_velocity, jacobian_determinant
 from .points import carry_points, sample_at
@@ -43,5 +43,6 @@ __all__ = [
     "scale_intrinsics", "intrinsics_pyramid", "invert_intrinsics", "disp_to_depth",
     "pixel_grid", "normalized_grid", "integrate_velocity", "jacobian_determinant",
     "resize_image", "resize_flow", "affine_to_flow", "compose_affine_flow", "affine_to_3x3", "pyramid_sizes",
-    "check_image_pair", "sample_at", "carry_points",
+    "check_image_pair", "sample_at", "carry_points", "DIHEDRAL", "dihedral_image", "dihedral_flow",
+    "undo_dihedral_flow",
 ]

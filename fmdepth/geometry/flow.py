@@ -119,3 +119,44 @@ def pyramid_sizes(height: int, width: int, levels: int, min_size: int = 24) -> L
             break
         sizes.append(((h + 1) // 2, (w + 1) // 2))
     return sizes[::-1]
+
+
+# the 8 orientations of a square image: (hflip, vflip, transpose), applied in that order
+DIHEDRAL = tuple((h, v, t) for h in (False, True) for v in (False, True) for t in (False, True))
+
+
+def dihedral_image(x: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
+    """(..., H, W) -> the image flipped left-right (``hflip``), then upside down (``vflip``), then
+    transposed (``transpose``; (..., W, H)): the pixel map ``g``."""
+    if hflip:
+        x = torch.flip(x, (-1,))
+    if vflip:
+        x = torch.flip(x, (-2,))
+    return x.transpose(-1, -2) if transpose else x
+
+
+def dihedral_flow(flow: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
+    """The flow of a pair whose two images went through :func:`dihedral_image` (same flags).
+
+    flow: (..., 2, H, W) pixels (channel 0 = dx). With ``g`` the pixel map and ``M`` its linear
+    part, the new pair's flow is ``u'(p) = M^-1 u(g(p))``: flipped like the images, with dx negated
+    by ``hflip``, dy by ``vflip`` and the two swapped by ``transpose``.
+    """
+    if flow.dim() < 3 or flow.shape[-3] != 2:
+        raise ValueError(f"flow: expected (..., 2, H, W), got {tuple(flow.shape)}")
+    dx, dy = flow.unbind(-3)
+    if hflip:
+        dx, dy = -torch.flip(dx, (-1,)), torch.flip(dy, (-1,))
+    if vflip:
+        dx, dy = torch.flip(dx, (-2,)), -torch.flip(dy, (-2,))
+    if transpose:
+        dx, dy = dy.transpose(-1, -2), dx.transpose(-1, -2)
+    return torch.stack([dx, dy], -3)
+
+
+def undo_dihedral_flow(flow: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
+    """Inverse of :func:`dihedral_flow`: the flow predicted on the mapped pair, back on the original
+    pair (each flag is its own inverse, undone in reverse order)."""
+    for op in ((False, False, transpose), (False, vflip, False), (hflip, False, False)):
+        flow = dihedral_flow(flow, *op)
+    return flow

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmdepth.core.system import StepOutput
-from fmdepth.geometry import (affine_to_flow, affine_warp, check_image_pair, flow_warp, integrate_velocity,
-                              normalized_affine_to_pixel, resize_flow, resize_image)
+from fmdepth.geometry import (DIHEDRAL, affine_to_flow, affine_warp, check_image_pair, dihedral_image, flow_warp,
+                              integrate_velocity, normalized_affine_to_pixel, resize_flow, resize_image,
+                              undo_dihedral_flow)
 from fmdepth.losses import (Similarity, bilateral_smoothness, discriminator_loss, flow_smoothness, generator_loss,
                             to_gray)
 from fmdepth.metrics.registration import RegistrationResult
@@ -137,13 +138,28 @@ class LearnedRegistration(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def register(self, fixed: torch.Tensor, moving: torch.Tensor) -> RegistrationResult:
-        """Fast inference: fixed (B, C, H, W), moving (B, C', H, W) -> flow + warped moving (all channels)."""
+    def register(self, fixed: torch.Tensor, moving: torch.Tensor, flip_average: bool = False) -> RegistrationResult:
+        """Fast inference: fixed (B, C, H, W), moving (B, C', H, W) -> flow + warped moving (all channels).
+
+        ``flip_average``: the mean of the flows predicted on the pair in each of its 8 orientations
+        (4 unless square; :data:`fmdepth.geometry.DIHEDRAL`), each mapped back to the pair
+        (:func:`fmdepth.geometry.undo_dihedral_flow`), at 8x the cost. For models trained with
+        ``registration.augment_flip``, which saw every orientation; the result has no affine.
+        """
         check_image_pair(fixed, moving)
         t0 = time.perf_counter()
-        out = self.predict_flow(to_gray(fixed), to_gray(moving))
-        warped, _ = flow_warp(moving, out.flow)
-        return RegistrationResult(flow=out.flow, warped=warped, affine=out.affine, seconds=time.perf_counter() - t0)
+        fg, mg = to_gray(fixed), to_gray(moving)
+        if not flip_average:
+            out = self.predict_flow(fg, mg)
+            flow, affine = out.flow, out.affine
+        else:
+            square = fg.shape[-1] == fg.shape[-2]
+            orientations = [o for o in DIHEDRAL if square or not o[2]]
+            flow = sum(undo_dihedral_flow(self.predict_flow(dihedral_image(fg, *o), dihedral_image(mg, *o)).flow, *o)
+                       for o in orientations) / len(orientations)
+            affine = None
+        warped, _ = flow_warp(moving, flow)
+        return RegistrationResult(flow=flow, warped=warped, affine=affine, seconds=time.perf_counter() - t0)
 
     def _supervised_term(self, flow: torch.Tensor, batch) -> Optional[torch.Tensor]:
         if self.supervised > 0 and getattr(batch, "flow", None) is not None:
@@ -341,9 +357,9 @@ class TranslationRegistration(LearnedRegistration):
                            network_input(resize_image(moving, size), self.input_features, self.input_norm))
         return FlowPrediction(flow=resize_flow(flow_lo, (H, W)), flow_lo=flow_lo)
 
-    def register(self, fixed: torch.Tensor, moving: torch.Tensor) -> RegistrationResult:
+    def register(self, fixed: torch.Tensor, moving: torch.Tensor, flip_average: bool = False) -> RegistrationResult:
         """As :meth:`LearnedRegistration.register`, plus ``translated`` (B, 1, H, W) = T(warped moving)."""
-        result = super().register(fixed, moving)
+        result = super().register(fixed, moving, flip_average=flip_average)
         with torch.no_grad():
             result.translated = self.translator(to_gray(result.warped))
         return result

@@ -361,3 +361,19 @@ def test_cuda_gradients_match_cpu(cuda_device):
         grads.append([t.grad.cpu() for t in leaves])
     for gc, gg in zip(*grads):
         torch.testing.assert_close(gg, gc, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("o", [(True, False, False), (False, True, False), (False, False, True), (True, True, True),
+                               (True, False, True)])
+def test_dihedral_flow_commutes_with_warping_and_undo_inverts_it(o):
+    from fmdepth.geometry import dihedral_flow, dihedral_image, flow_warp, undo_dihedral_flow
+
+    g = torch.Generator().manual_seed(0)
+    moving = torch.rand(2, 3, 12, 12, generator=g)
+    flow = 2 * torch.randn(2, 2, 12, 12, generator=g)
+    ref = dihedral_image(flow_warp(moving, flow)[0], *o)
+    got = flow_warp(dihedral_image(moving, *o), dihedral_flow(flow, *o))[0]
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(undo_dihedral_flow(dihedral_flow(flow, *o), *o), flow)
+    with pytest.raises(ValueError, match="flow"):
+        dihedral_flow(torch.zeros(1, 3, 4, 4), *o)

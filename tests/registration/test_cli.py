@@ -168,3 +168,32 @@ def test_the_commands_offer_exactly_the_registries_names():
         choices = {a.dest: a.choices for a in parser._actions if a.choices}
         assert set(choices["method"]) == set(METHODS), module.__name__
         assert set(choices["similarity"]) == set(SIMILARITIES), module.__name__
+
+
+def test_register_flip_average_with_a_checkpoint(pair_dir, tmp_path, capsys, monkeypatch):
+    from fmdepth.config import config_to_dict, load_config
+    from fmdepth.core.checkpoint import save_checkpoint
+    from fmdepth.models.registration import LearnedRegistration, build_registration_system
+
+    root, _ = pair_dir
+    assert main(_args(root, tmp_path / "o", "--flip-average")) == 2
+    err = capsys.readouterr().err
+    assert "--flip-average" in err and "--checkpoint" in err
+    cfg = load_config(None, ["task=registration", "registration.method=deformable", "registration.unet_depth=2",
+                             "registration.unet_width=4"])
+    system = build_registration_system(cfg)
+    ckpt = str(tmp_path / "last.pt")
+    save_checkpoint({"config": config_to_dict(cfg), "models": {k: m.state_dict() for k, m in system.trainable_models().items()},
+                     "optimizer": {}, "scheduler": {}, "scaler": None, "step": 1, "epoch": 0, "version": "0.1.0",
+                     "rng": {}, "best_metric": None}, ckpt)
+    calls, register = [], LearnedRegistration.register
+
+    def spy(self, fixed, moving, flip_average=False):
+        calls.append(flip_average)
+        return register(self, fixed, moving, flip_average=flip_average)
+
+    monkeypatch.setattr(LearnedRegistration, "register", spy)
+    for extra, out in (((), "plain"), (("--flip-average",), "flipped")):
+        assert main(_args(root, tmp_path / out, "--checkpoint", ckpt, *extra)) == 0
+        assert os.path.isfile(tmp_path / out / "result.json")
+    assert calls == [False, True]

@@ -358,3 +358,30 @@ def test_shipped_translation_config_builds_the_measured_recipe():
         check_choices(load_config(None, SMALL + ["registration.method=translation", "registration.translator=unet"]))
     with pytest.raises(ValueError, match="translator"):
         TranslationRegistration(translator="unet")
+
+
+@pytest.mark.parametrize("size", [(16, 16), (12, 16)])
+def test_flip_average_maps_each_orientation_back(size):
+    """An oracle that returns the true flow of whichever orientation it is shown: the average of
+    the 8 (4 if not square) orientations mapped back must be the true flow exactly."""
+    from fmdepth.geometry import DIHEDRAL, dihedral_flow, dihedral_image
+    from fmdepth.models.registration import FlowPrediction, LearnedRegistration
+
+    g = torch.Generator().manual_seed(1)
+    fixed, moving = torch.rand(1, 1, *size, generator=g), torch.rand(1, 1, *size, generator=g)
+    truth = torch.randn(1, 2, *size, generator=g)
+    shown = []
+
+    class Oracle(LearnedRegistration):
+        def predict_flow(self, f, m):
+            for o in DIHEDRAL:
+                if dihedral_image(fixed, *o).shape == f.shape and torch.equal(dihedral_image(fixed, *o), f):
+                    shown.append(o)
+                    return FlowPrediction(flow=dihedral_flow(truth, *o))
+            raise AssertionError("not an orientation of the pair")
+
+    oracle = Oracle(similarity="mse")
+    torch.testing.assert_close(oracle.register(fixed, moving).flow, truth)
+    res = oracle.register(fixed, moving, flip_average=True)
+    torch.testing.assert_close(res.flow, truth, atol=1e-6, rtol=0)
+    assert len(set(shown[1:])) == (8 if size[0] == size[1] else 4) and res.affine is None
