@@ -31,6 +31,10 @@ Per pair (optimisation over a multi-resolution pyramid, progress bar):
   are scored on the similarity and on an independent check (ngf for mind, else mind); a candidate
   is kept only if it is better on both, and the terminal and result.json say which was kept.
   An affine start is also checked against the method run from the identity ("identity start").
+  A deformable field must also agree with the pair registered the other way round: if the two
+  directions disagree by more than --consistency-limit x the shorter side on average (0.03, 7.7 px
+  at 256), the field is not trusted (a repeated structure matched one period off fools every
+  similarity alike). This runs the pair twice; --consistency-limit 0 turns it off.
 Learned (fast): --checkpoint CKPT from `fmdepth train --config configs/registration_*.yaml`.
 
 Videos: --fixed-video/--moving-video (or --fixed/--moving given as video files or frame folders)
@@ -63,6 +67,7 @@ TRANSLATION_WITHDRAWN = (
 # the parser imports no torch
 MIND_RADIUS = 2
 MIND_NGF_WEIGHT = 0.1
+CONSISTENCY_LIMIT = 0.03  # fmdepth.registration.select.DEFAULT_CONSISTENCY_LIMIT
 
 
 def add_arguments(parser) -> None:
@@ -100,6 +105,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mind-ngf-weight", type=float, default=MIND_NGF_WEIGHT,
                         help=f"--similarity mind: optimise MIND + this weight x NGF (0 = MIND alone; "
                              f"default: {MIND_NGF_WEIGHT})")
+    parser.add_argument("--consistency-limit", type=float, default=CONSISTENCY_LIMIT,
+                        help=f"deformable: drop a field whose mean forward-backward error against the pair "
+                             f"registered from moving to fixed exceeds this fraction of the shorter side "
+                             f"(default: {CONSISTENCY_LIMIT}, 7.7 px at 256; 0 = off, half the time)")
     parser.add_argument("--diffeomorphic", action="store_true",
                         help="deformable: optimise a stationary velocity field (scaling and squaring)")
     parser.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam", help="default: adam")
@@ -145,7 +154,7 @@ class _Registrar:
                                 init_affine=init_affine, iterations=parse_iterations(a.iterations),
                                 smoothness=a.smoothness, grid_spacing=a.grid_spacing, diffeomorphic=a.diffeomorphic,
                                 levels=a.levels, optimizer=a.optimizer, mind_radius=a.mind_radius,
-                                mind_ngf_weight=a.mind_ngf_weight,
+                                mind_ngf_weight=a.mind_ngf_weight, consistency_limit=a.consistency_limit,
                                 progress=show_progress and not a.quiet, device=self.device)
         return res.flow[0].detach().cpu().numpy(), res.warped[0].detach().cpu().numpy(), res
 
@@ -300,6 +309,9 @@ def run(args) -> int:
         raise ValueError(f"--mind-radius: must be >= 0, got {args.mind_radius}")
     if not args.mind_ngf_weight >= 0:
         raise ValueError(f"--mind-ngf-weight: must be >= 0, got {args.mind_ngf_weight}")
+    if not args.consistency_limit >= 0:
+        raise ValueError(f"--consistency-limit: must be >= 0 (a fraction of the shorter side; 0 = off), "
+                         f"got {args.consistency_limit}")
     if args.method == "translation" and not args.checkpoint:
         raise ValueError(TRANSLATION_WITHDRAWN)
     if args.flip_average and not args.checkpoint:

@@ -39,6 +39,8 @@ class RegistrationResult:
             affine stage / initial affine) or ``final`` (the optimised transform); None when unchecked.
         scores: per candidate, its loss (lower = better) on the chosen and on the check similarity.
         notes: human-readable sentences on what was kept and why.
+        consistency: per dense-field candidate, its mean forward-backward error in pixels against
+            the field registered from moving to fixed (per-pair solver; empty when not checked).
     """
 
     flow: torch.Tensor
@@ -50,6 +52,7 @@ class RegistrationResult:
     kept: Optional[str] = None
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    consistency: Dict[str, float] = field(default_factory=dict)
 
 
 def _np(x: ArrayLike) -> np.ndarray:

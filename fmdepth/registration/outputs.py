@@ -55,8 +55,8 @@ def result_record(method: str, result: RegistrationResult, notes: List[str], sim
     """
     affine = None if result.affine is None else result.affine.detach().cpu().numpy().tolist()
     return {"method": method, "similarity": similarity, "init": init, "seconds": result.seconds,
-            "kept": result.kept, "selection": result.notes, "scores": result.scores, "notes": notes,
-            "affine": affine}
+            "kept": result.kept, "selection": result.notes, "scores": result.scores,
+            "consistency_px": result.consistency, "notes": notes, "affine": affine}
 
 
 def write_result(out_dir: str, record: dict) -> str:

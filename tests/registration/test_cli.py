@@ -39,6 +39,7 @@ def test_register_writes_all_outputs(pair_dir, tmp_path, capsys):
     assert res["kept"] == "final" and set(res["scores"]) == {"identity", "final"}
     assert set(res["scores"]["final"]) == {"ngf", "mind"} and res["selection"]
     assert "kept: final" in text
+    assert set(res["consistency_px"]) == {"final"} and res["consistency_px"]["final"] < 0.03 * 64
 
 
 def test_register_default_mind_init_affine_and_constant_image(pair_dir, tmp_path, capsys):
@@ -94,6 +95,8 @@ def test_register_bad_inputs(pair_dir, tmp_path, capsys):
     assert "--mind-radius: must be >= 0" in capsys.readouterr().err
     assert main(_args(root, tmp_path / "o", "--mind-ngf-weight", "nan")) == 2
     assert "--mind-ngf-weight: must be >= 0" in capsys.readouterr().err
+    assert main(_args(root, tmp_path / "o", "--consistency-limit", "-1")) == 2
+    assert "--consistency-limit: must be >= 0" in capsys.readouterr().err
 
 
 def test_register_frame_folders_writes_video(tmp_path):

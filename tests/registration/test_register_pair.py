@@ -235,3 +235,78 @@ def test_mind_objective_adds_weighted_ngf():
     assert not torch.allclose(a.flow, b.flow)  # the weight reaches the objective
     with pytest.raises(ValueError, match="mind_ngf_weight"):
         register_pair(p.fixed, p.moving, mind_ngf_weight=-1.0)
+
+
+def test_inverse_consistency_hand_values():
+    from fmdepth.registration import inverse_consistency
+
+    H = W = 32
+    A = torch.tensor([[[1.02, 0.05, 2.0], [-0.04, 0.98, -1.5], [0.0, 0.0, 1.0]]])
+    fwd, back = affine_to_flow(A, H, W), affine_to_flow(torch.linalg.inv(A), H, W)
+    assert inverse_consistency(fwd, back) < 1e-4  # exact inverses
+    shift = torch.zeros(1, 2, H, W)
+    shift[:, 0] = 3.0
+    assert inverse_consistency(shift, torch.zeros(1, 2, H, W)) == pytest.approx(3.0)
+    assert inverse_consistency(shift, -shift) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="inverse_consistency"):
+        inverse_consistency(shift, shift[..., :16])
+
+
+def _backward_fooled(monkeypatch, offset=6.0):
+    """register_pair's backward runs (moving -> fixed) return a field `offset` px off the inverse."""
+    import fmdepth.registration.select as select
+
+    real, calls = select.solve_pair, []
+
+    def solve(fixed, moving, method, similarity, init_affine=None, **kw):
+        res = real(fixed, moving, method, similarity, init_affine=init_affine, **kw)
+        calls.append((method, fixed is backward_fixed[0]))
+        if fixed is backward_fixed[0]:
+            res.flow = res.flow + offset
+            if res.affine is not None:
+                res.affine = res.affine.clone()
+                res.affine[:2, 2] += offset
+        return res
+
+    backward_fixed = [None]
+    monkeypatch.setattr(select, "solve_pair", solve)
+    return backward_fixed, calls
+
+
+def test_a_field_the_backward_registration_does_not_invert_is_dropped(monkeypatch):
+    from fmdepth.registration import DEFAULT_CONSISTENCY_LIMIT
+
+    p = make_pair((64, 64), modality="remap", image="camera", rms=2.5, seed=0, num_landmarks=12)
+    f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
+    good = register_pair(f, m, iterations=(30, 20, 10))
+    assert good.kept == "final" and good.consistency["final"] < DEFAULT_CONSISTENCY_LIMIT * 64
+    backward_fixed, calls = _backward_fooled(monkeypatch)
+    backward_fixed[0] = m  # the backward run registers the moving image as the fixed one
+    r = register_pair(f, m, iterations=(30, 20, 10))
+    assert calls == [("deformable", False), ("deformable", True)]
+    assert r.kept == "identity" and torch.count_nonzero(r.flow) == 0, r.notes
+    assert r.consistency["final"] > DEFAULT_CONSISTENCY_LIMIT * 64
+    assert any("disagree by" in n for n in r.notes) and "forward-backward" in r.notes[-1]
+    calls.clear()
+    off = register_pair(f, m, iterations=(30, 20, 10), consistency_limit=0)  # off: no backward run
+    assert calls == [("deformable", False)] and off.kept == "final" and off.consistency == {}
+    loose = register_pair(f, m, iterations=(30, 20, 10), consistency_limit=0.5)  # 32 px: trusted
+    assert loose.kept == "final"
+    with pytest.raises(ValueError, match="consistency_limit"):
+        register_pair(f, m, consistency_limit=-0.1)
+
+
+def test_an_affine_stage_the_backward_stage_does_not_invert_is_dropped(monkeypatch):
+    p = make_pair((64, 64), modality="remap", image="camera", affine=True, rms=0.0, seed=6, num_landmarks=10)
+    f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
+    backward_fixed, calls = _backward_fooled(monkeypatch, offset=0.0)
+    backward_fixed[0] = m
+    r = register_pair(f, m, init="affine", levels=2, iterations=(30, 20))
+    assert "affine" in r.consistency and r.consistency["affine"] < 1.92, r.notes
+    assert ("affine", True) in calls  # the affine stage was run the other way round
+    backward_fixed2, _ = _backward_fooled(monkeypatch, offset=8.0)
+    backward_fixed2[0] = m
+    r = register_pair(f, m, init="affine", levels=2, iterations=(30, 20))
+    assert r.consistency["affine"] > 1.92
+    assert any("initial affine dropped" in n and "disagree" in n for n in r.notes)
+    assert "identity start" not in r.scores  # dropped before the method ran: one start only
