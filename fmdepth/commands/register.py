@@ -240,6 +240,10 @@ def _run_pair(args, registrar, notes) -> int:
         print(f"kept: {res.kept}")
         for line in res.notes:
             print(f"  {line}")
+    if res.consistency:
+        limit = args.consistency_limit * min(fixed.shape[1:])
+        errs = ", ".join(f"{k} {v:.2f} px" for k, v in res.consistency.items())
+        print(f"forward-backward error (registered the other way round): {errs} (limit {limit:.2f} px)")
     if lf is not None:
         before, after = landmark_error(lf, lm, None), landmark_error(lf, lm, flow)
         result["landmarks_before"], result["landmarks_after"] = before, after

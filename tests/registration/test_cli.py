@@ -40,6 +40,8 @@ def test_register_writes_all_outputs(pair_dir, tmp_path, capsys):
     assert set(res["scores"]["final"]) == {"ngf", "mind"} and res["selection"]
     assert "kept: final" in text
     assert set(res["consistency_px"]) == {"final"} and res["consistency_px"]["final"] < 0.03 * 64
+    assert f"forward-backward error (registered the other way round): final {res['consistency_px']['final']:.2f} px " \
+           f"(limit 1.92 px)" in text
 
 
 def test_register_default_mind_init_affine_and_constant_image(pair_dir, tmp_path, capsys):
