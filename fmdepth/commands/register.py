@@ -21,7 +21,7 @@ Per pair (optimisation over a multi-resolution pyramid, progress bar):
   The default, mind (MIND-SSC local self-similarity descriptors), was the most accurate fmdepth
   similarity on every kind of cross-modality pair measured (channel remaps, photo vs disparity,
   photo vs edges, MNI152 T1 vs grey matter; bench/registration.py --cross-modality, README),
-  except on MNI152 in one of six held-out sets (mi 0.56 vs 0.60 px);
+  except on MNI152 in one of seven held-out sets (mi 0.56 vs 0.60 px);
   ncc/mse only for similar intensities. With mind the objective is MIND (5x5 patches,
   --mind-radius 2) + 0.1 x NGF (--mind-ngf-weight), chosen on the bench's tuning pairs.
   Per-pair NeMAR (--method translation) is withdrawn: a translator trained on one pair does not
