@@ -281,18 +281,15 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
         notes.append(why)
         if ok or not keep_best:
             kept = cand
+    lost = (f"was not better on both {similarity} and {check}" if "final" in order
+            else "failed the forward-backward check")
     if kept in results:
         res = results[kept]
         if kept != "final":
-            why = (f"was not better on both {similarity} and {check}" if "final" in order
-                   else "failed the forward-backward check")
             notes.append(f"returning the {method} result from the identity start: the result from the affine "
-                         f"start {why}")
+                         f"start {lost}")
     else:
-        if "final" in order:
-            notes.append(f"returning the {kept}: the {method} result was not better on both {similarity} and {check}")
-        else:
-            notes.append(f"returning the {kept}: the {method} result failed the forward-backward check")
+        notes.append(f"returning the {kept}: the {method} result {lost}")
         flow = flows[kept]
         with torch.no_grad():
             warped, _ = flow_warp(moving_full, flow)

@@ -223,6 +223,10 @@ def test_mind_objective_adds_weighted_ngf():
     from fmdepth.registration.solver import DEFAULT_MIND_NGF_WEIGHT, WeightedSimilarity
 
     assert MIND_NGF_WEIGHT == DEFAULT_MIND_NGF_WEIGHT == 0.1
+    from fmdepth.commands.register import CONSISTENCY_LIMIT
+    from fmdepth.registration import DEFAULT_CONSISTENCY_LIMIT
+
+    assert CONSISTENCY_LIMIT == DEFAULT_CONSISTENCY_LIMIT == 0.03  # the CLI's copy (no torch import)
     f, w = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
     valid = torch.ones(1, 1, 32, 32, dtype=torch.bool)
     valid[..., :4] = False
@@ -252,25 +256,25 @@ def test_inverse_consistency_hand_values():
         inverse_consistency(shift, shift[..., :16])
 
 
-def _backward_fooled(monkeypatch, offset=6.0):
-    """register_pair's backward runs (moving -> fixed) return a field `offset` px off the inverse."""
+def _backward_fooled(monkeypatch, moving, offset):
+    """register_pair's backward runs (those given ``moving`` as their fixed image) return a result
+    ``offset`` px off; -> the list of (method, is backward) of every solve_pair call."""
     import fmdepth.registration.select as select
 
     real, calls = select.solve_pair, []
 
-    def solve(fixed, moving, method, similarity, init_affine=None, **kw):
-        res = real(fixed, moving, method, similarity, init_affine=init_affine, **kw)
-        calls.append((method, fixed is backward_fixed[0]))
-        if fixed is backward_fixed[0]:
+    def solve(fixed, moving_, method, similarity, init_affine=None, **kw):
+        res = real(fixed, moving_, method, similarity, init_affine=init_affine, **kw)
+        calls.append((method, fixed is moving))
+        if fixed is moving:
             res.flow = res.flow + offset
             if res.affine is not None:
                 res.affine = res.affine.clone()
                 res.affine[:2, 2] += offset
         return res
 
-    backward_fixed = [None]
     monkeypatch.setattr(select, "solve_pair", solve)
-    return backward_fixed, calls
+    return calls
 
 
 def test_a_field_the_backward_registration_does_not_invert_is_dropped(monkeypatch):
@@ -280,8 +284,7 @@ def test_a_field_the_backward_registration_does_not_invert_is_dropped(monkeypatc
     f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
     good = register_pair(f, m, iterations=(30, 20, 10))
     assert good.kept == "final" and good.consistency["final"] < DEFAULT_CONSISTENCY_LIMIT * 64
-    backward_fixed, calls = _backward_fooled(monkeypatch)
-    backward_fixed[0] = m  # the backward run registers the moving image as the fixed one
+    calls = _backward_fooled(monkeypatch, m, 6.0)  # the backward run registers m as the fixed image
     r = register_pair(f, m, iterations=(30, 20, 10))
     assert calls == [("deformable", False), ("deformable", True)]
     assert r.kept == "identity" and torch.count_nonzero(r.flow) == 0, r.notes
@@ -299,13 +302,12 @@ def test_a_field_the_backward_registration_does_not_invert_is_dropped(monkeypatc
 def test_an_affine_stage_the_backward_stage_does_not_invert_is_dropped(monkeypatch):
     p = make_pair((64, 64), modality="remap", image="camera", affine=True, rms=0.0, seed=6, num_landmarks=10)
     f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
-    backward_fixed, calls = _backward_fooled(monkeypatch, offset=0.0)
-    backward_fixed[0] = m
+    calls = _backward_fooled(monkeypatch, m, 0.0)
     r = register_pair(f, m, init="affine", levels=2, iterations=(30, 20))
     assert "affine" in r.consistency and r.consistency["affine"] < 1.92, r.notes
     assert ("affine", True) in calls  # the affine stage was run the other way round
-    backward_fixed2, _ = _backward_fooled(monkeypatch, offset=8.0)
-    backward_fixed2[0] = m
+    monkeypatch.undo()
+    _backward_fooled(monkeypatch, m, 8.0)
     r = register_pair(f, m, init="affine", levels=2, iterations=(30, 20))
     assert r.consistency["affine"] > 1.92
     assert any("initial affine dropped" in n and "disagree" in n for n in r.notes)
