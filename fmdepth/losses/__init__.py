@@ -11,8 +11,8 @@ from .feature import (FeatureMetricLoss, FeatureNetLoss, convergent_loss, discri
                       featurenet_loss, reconstruction_loss)
 from .photometric import (SSIM, PhotometricError, automask, min_reprojection, photometric_error, robust_l1,
                           ssim)
-from .similarity import (MINDSSC, NGF, SIMILARITIES, LocalNCC, MutualInformation, Similarity, local_ncc,
-                         mind_descriptor, mind_ssc, mutual_information, ngf, to_gray)
+from .similarity import (MINDSSC, NGF, SIMILARITIES, LocalNCC, MutualInformation, Similarity, correlation_ratio,
+                         local_ncc, mind_descriptor, mind_ssc, mutual_information, ngf, to_gray)
 from .smoothness import (BilateralSmoothness, EdgeAwareSmoothness, FlowSmoothness, bilateral_smoothness,
                          edge_aware_smoothness, flow_smoothness)
 
@@ -26,7 +26,7 @@ __all__ = [
     "feature_metric_loss", "reconstruction_loss", "discriminative_loss", "convergent_loss", "featurenet_loss",
     "FeatureMetricLoss", "FeatureNetLoss",
     # similarity
-    "local_ncc", "mutual_information", "ngf", "mind_descriptor", "mind_ssc", "LocalNCC", "MutualInformation", "NGF",
+    "local_ncc", "mutual_information", "correlation_ratio", "ngf", "mind_descriptor", "mind_ssc", "LocalNCC", "MutualInformation", "NGF",
     "MINDSSC", "Similarity", "SIMILARITIES", "to_gray",
     # adversarial
     "gan_loss", "discriminator_loss", "generator_loss", "GANLoss",

@@ -6,6 +6,8 @@
 * ``mind_ssc``: modality independent neighbourhood descriptor, self-similarity context (Heinrich
   et al. 2012, 2013), ``1 - mean |MIND(x) - MIND(y)|`` in [0, 1]; :func:`mind_descriptor` gives
   the per-pixel descriptor.
+* ``correlation_ratio``: how far one image's intensities are a function of the other's (Roche et
+  al. 1998), in [0, 1]; not a loss (no gradient), it says when MI is a safe objective.
 * :class:`Similarity`: the registration loss (lower = better) over these, selected by name from
   :data:`SIMILARITIES`, on a warped image with its validity mask; :func:`to_gray` gives luminance.
 
@@ -21,8 +23,8 @@ from torch import nn
 
 from fmdepth.core.checks import as_compute, check_min_size, check_same_device, check_tensor, no_autocast
 
-__all__ = ["SIMILARITIES", "local_ncc", "mutual_information", "ngf", "mind_descriptor", "mind_ssc", "to_gray",
-           "LocalNCC", "MutualInformation", "NGF", "MINDSSC", "Similarity"]
+__all__ = ["SIMILARITIES", "local_ncc", "mutual_information", "correlation_ratio", "ngf", "mind_descriptor", "mind_ssc",
+           "to_gray", "LocalNCC", "MutualInformation", "NGF", "MINDSSC", "Similarity"]
 
 # the names :class:`Similarity` accepts (registration losses, lower = better)
 SIMILARITIES = ("mse", "ncc", "mi", "ngf", "mind", "feature")
@@ -140,6 +142,55 @@ def mutual_information(x: torch.Tensor, y: torch.Tensor, bins: int = 32, sigma: 
         eps = 1e-10
         mi = (p_xy * (torch.log(p_xy + eps) - torch.log(p_x * p_y + eps))).sum(dim=(1, 2))  # (B,)
         return mi.mean()
+
+
+def correlation_ratio(x: torch.Tensor, y: torch.Tensor, bins: int = 32,
+                      mask: Optional[torch.Tensor] = None) -> float:
+    """Correlation ratio eta^2(y | x): the share of y's variance that x's intensities explain.
+
+    ``1 - E[Var(y | bin(x))] / Var(y)`` over the (masked) pixels, with x cut into ``bins`` equal
+    bins of [0, 1] (Roche, Malandain, Pennec & Ayache 1998). 1 when y is a function of x (any
+    function, monotonic or not), about 0 when y does not depend on x. Not symmetric. All channels
+    pool (channel c of x with channel c of y).
+
+    Args:
+        x: (B, C, H, W) intensities in [0, 1] (clamped).
+        y: (B, C, H, W).
+        bins: number of bins of x (>= 2).
+        mask: optional (B, 1, H, W) or (B, C, H, W) bool / {0, 1}: the pixels to use.
+
+    Returns:
+        eta^2 in [0, 1], a Python float.
+
+    Raises:
+        ValueError: bad shapes or bins, no pixel in the mask, or a constant y (its variance is 0:
+            nothing to explain).
+    """
+    sizes = _check_pair(x, y)
+    if not isinstance(bins, int) or bins < 2:
+        raise ValueError(f"bins: expected an integer >= 2, got {bins!r}")
+    with torch.no_grad(), no_autocast(x.device):
+        x, y = as_compute(x, y)
+        if mask is None:
+            keep = torch.ones_like(x, dtype=torch.bool)
+        else:
+            check_tensor(mask, "mask", ("B", "M", "H", "W"), sizes, floating=False)
+            if mask.shape[1] not in (1, x.shape[1]):
+                raise ValueError(f"mask: expected shape (B, 1, H, W) or (B, C, H, W), got {tuple(mask.shape)}")
+            keep = mask.to(x.device).bool().expand_as(x)
+        xs, ys = x[keep].double(), y[keep].double()
+        if xs.numel() == 0:
+            raise ValueError("correlation_ratio: the mask selects no pixel")
+        total = ys.var(unbiased=False)
+        if not float(total) > 0:
+            raise ValueError("correlation_ratio: y is constant (zero variance), eta is undefined")
+        idx = (xs.clamp(0.0, 1.0) * bins).long().clamp_max(bins - 1)
+        count = torch.bincount(idx, minlength=bins).double()
+        s1 = torch.bincount(idx, ys, minlength=bins)
+        s2 = torch.bincount(idx, ys * ys, minlength=bins)
+        used = count > 0
+        within = (s2[used] - s1[used] ** 2 / count[used]).sum() / xs.numel()
+        return float((1.0 - within / total).clamp(0.0, 1.0))
 
 
 def _central_gradients(t: torch.Tensor):

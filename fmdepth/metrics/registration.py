@@ -41,6 +41,9 @@ class RegistrationResult:
         notes: human-readable sentences on what was kept and why.
         consistency: per dense-field candidate, its mean forward-backward error in pixels against
             the field registered from moving to fixed (per-pair solver; empty when not checked).
+        correlation_ratio: per-pair MIND-SSC field with ``mind_mi_weight="auto"``: eta^2 of the
+            registered moving image given the fixed one after the first solve; else None.
+        mind_mi_weight: the weight of MI in the per-pair MIND-SSC objective that was used (0 = none).
     """
 
     flow: torch.Tensor
@@ -53,6 +56,8 @@ class RegistrationResult:
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     consistency: Dict[str, float] = field(default_factory=dict)
+    correlation_ratio: Optional[float] = None
+    mind_mi_weight: float = 0.0
 
 
 def _np(x: ArrayLike) -> np.ndarray:

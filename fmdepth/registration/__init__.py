@@ -20,14 +20,15 @@ from fmdepth.metrics.registration import RegistrationResult
 
 from .outputs import (PAIR_FILES, checkerboard_image, overlay_image, result_record, write_pair_outputs,
                       write_result)
-from .select import (CHECK_SIMILARITY, DEFAULT_CONSISTENCY_LIMIT, check_images, check_similarity_for,
-                     inverse_consistency, keep_if_better, prefer, register_pair, score_flows)
+from .select import (CHECK_SIMILARITY, DEFAULT_CONSISTENCY_LIMIT, DEFAULT_MIND_MI_WEIGHT, FUNCTIONAL_ETA, check_images,
+                     check_similarity_for, functional_eta, inverse_consistency, keep_if_better, prefer, register_pair,
+                     score_flows)
 from .solver import (DEFAULT_ITERATIONS, DEFAULT_SIMILARITY, METHODS, as_image_batch, check_method,
                      default_grid_spacing, default_lr, make_similarity, parse_iterations, solve_pair)
 
 __all__ = [
     "METHODS", "DEFAULT_SIMILARITY", "DEFAULT_ITERATIONS", "CHECK_SIMILARITY", "DEFAULT_CONSISTENCY_LIMIT",
-    "RegistrationResult", "inverse_consistency",
+    "FUNCTIONAL_ETA", "DEFAULT_MIND_MI_WEIGHT", "RegistrationResult", "inverse_consistency", "functional_eta",
     "register_pair", "solve_pair", "keep_if_better", "score_flows", "prefer", "check_similarity_for",
     "check_images", "check_method", "default_lr", "default_grid_spacing", "make_similarity", "as_image_batch",
     "parse_iterations", "overlay_image", "checkerboard_image", "write_pair_outputs", "result_record",

@@ -56,7 +56,8 @@ def result_record(method: str, result: RegistrationResult, notes: List[str], sim
     affine = None if result.affine is None else result.affine.detach().cpu().numpy().tolist()
     return {"method": method, "similarity": similarity, "init": init, "seconds": result.seconds,
             "kept": result.kept, "selection": result.notes, "scores": result.scores,
-            "consistency_px": result.consistency, "notes": notes, "affine": affine}
+            "consistency_px": result.consistency, "correlation_ratio": result.correlation_ratio,
+            "mind_mi_weight": result.mind_mi_weight, "notes": notes, "affine": affine}
 
 
 def write_result(out_dir: str, record: dict) -> str:

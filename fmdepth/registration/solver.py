@@ -183,8 +183,8 @@ def solve_pair(fixed, moving, method: str = "deformable", similarity: str = DEFA
                init_affine=None, mi_bins: int = 32, ncc_window: int = 9, mi_samples: int = 8192,
                feature_encoder: Optional[nn.Module] = None, translation_weights: Tuple[float, float] = (1.0, 0.1),
                affine_refine: int = 20, mind_radius: int = DEFAULT_MIND_RADIUS, mind_dilation: int = 2,
-               mind_ngf_weight: float = DEFAULT_MIND_NGF_WEIGHT, progress: bool = False,
-               device=None, seed: int = 0) -> RegistrationResult:
+               mind_ngf_weight: float = DEFAULT_MIND_NGF_WEIGHT, mind_mi_weight: float = 0.0,
+               progress: bool = False, device=None, seed: int = 0) -> RegistrationResult:
     """Optimise one transform for one pair over a multi-resolution pyramid (no candidate check).
 
     :func:`fmdepth.registration.register_pair` calls this and then checks the result against the
@@ -221,6 +221,10 @@ def solve_pair(fixed, moving, method: str = "deformable", similarity: str = DEFA
             alone). MIND's own optimum can lie away from the truth where NGF's does not (measured
             on the true flow of held-out pairs); on the same 36 tuning pairs, radius 2: 0.1 gives
             0.37 / 1.84 / 1.14 px, 0.3 gives 0.27 / 2.14 / 1.20, 0 gives 0.44 / 2.20 / 1.14.
+        mind_mi_weight: ``similarity="mind"``: this weight x MI (``mi_bins``, ``mi_samples``) is
+            added to the objective too (0 = none). It helps where one image's intensities are a
+            function of the other's and hurts where they are not; :func:`~fmdepth.registration.register_pair`
+            decides per pair (``mind_mi_weight="auto"``).
         affine_refine: affine with Adam: this many L-BFGS evaluations at full resolution after the
             pyramid (skipped for stochastic MI sampling); 0 = off.
         progress: show a tqdm progress bar.
@@ -248,13 +252,17 @@ def solve_pair(fixed, moving, method: str = "deformable", similarity: str = DEFA
         grid_spacing = default_grid_spacing(similarity, H, W)
     sizes = pyramid_sizes(H, W, levels)
     iters = _level_iterations(iterations, method, len(sizes))
-    if mind_ngf_weight < 0:
+    if not mind_ngf_weight >= 0:
         raise ValueError(f"mind_ngf_weight: must be >= 0, got {mind_ngf_weight}")
+    if not mind_mi_weight >= 0:
+        raise ValueError(f"mind_mi_weight: must be >= 0, got {mind_mi_weight}")
     sim = make_similarity(similarity if method != "translation" else "mse", ncc_window=ncc_window, mi_bins=mi_bins,
                           feature_encoder=feature_encoder, mi_samples=mi_samples, mind_radius=mind_radius,
                           mind_dilation=mind_dilation).to(device)
-    if similarity == "mind" and method != "translation" and mind_ngf_weight > 0:
-        sim = WeightedSimilarity([(sim, 1.0), (make_similarity("ngf").to(device), mind_ngf_weight)])
+    if similarity == "mind" and method != "translation" and (mind_ngf_weight > 0 or mind_mi_weight > 0):
+        terms = [(sim, 1.0), (make_similarity("ngf").to(device), mind_ngf_weight),
+                 (make_similarity("mi", mi_bins=mi_bins, mi_samples=mi_samples).to(device), mind_mi_weight)]
+        sim = WeightedSimilarity([(t, w) for t, w in terms if w > 0])
     torch.manual_seed(seed)
 
     A0 = None if init_affine is None else as_affine(init_affine, device)[None, :2]  # (1, 2, 3)

@@ -5,8 +5,8 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from fmdepth.losses import (MINDSSC, NGF, LocalNCC, MutualInformation, local_ncc, mind_descriptor, mind_ssc,
-                            mutual_information, ngf)
+from fmdepth.losses import (MINDSSC, NGF, LocalNCC, MutualInformation, correlation_ratio, local_ncc, mind_descriptor,
+                            mind_ssc, mutual_information, ngf)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +134,41 @@ def test_mi_autocast_float32_result():
         mi = mutual_information(x, y)
     assert mi.dtype == torch.float32
     torch.testing.assert_close(mi, mutual_information(x.float(), y.float()))
+
+
+# --- correlation ratio ---------------------------------------------------------------------------
+
+def test_correlation_ratio_by_hand():
+    # x takes two values (bins 0 and 31); y = 1, 3 in the first group, 5, 7 in the second:
+    # Var(y) = 5, E[Var(y | x)] = 1 -> eta^2 = 0.8
+    x = torch.tensor([0.0, 0.0, 1.0, 1.0]).view(1, 1, 2, 2)
+    y = torch.tensor([1.0, 3.0, 5.0, 7.0]).view(1, 1, 2, 2)
+    assert correlation_ratio(x, y) == pytest.approx(0.8)
+    mask = torch.tensor([True, False, True, False]).view(1, 1, 2, 2)  # one pixel per group: exact
+    assert correlation_ratio(x, y, mask=mask) == pytest.approx(1.0)
+    assert correlation_ratio(x, y, bins=2) == pytest.approx(0.8)
+
+
+def test_correlation_ratio_functional_vs_independent(camera):
+    x = camera.float()
+    assert correlation_ratio(x, (x - 0.5) ** 2) > 0.99  # a non-monotonic function of x
+    assert correlation_ratio(x, torch.rand_like(x)) < 0.05
+    shuffled = x.flatten()[torch.randperm(x.numel())].view_as(x)
+    assert correlation_ratio(x, shuffled) < 0.05
+    # not symmetric: x is not a function of (x - 0.5)^2 (two x values per y)
+    assert correlation_ratio((x - 0.5) ** 2 * 4, x) < correlation_ratio(x, (x - 0.5) ** 2)
+
+
+def test_correlation_ratio_bad_input():
+    x = torch.rand(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="constant"):
+        correlation_ratio(x, torch.full_like(x, 0.5))
+    with pytest.raises(ValueError, match="no pixel"):
+        correlation_ratio(x, torch.rand_like(x), mask=torch.zeros(1, 1, 8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bins"):
+        correlation_ratio(x, x, bins=1)
+    with pytest.raises(ValueError, match="y"):
+        correlation_ratio(x, x[..., :4])
 
 
 # --- NGF -----------------------------------------------------------------------------------------

@@ -51,6 +51,14 @@ def test_register_default_mind_init_affine_and_constant_image(pair_dir, tmp_path
     res = json.loads((out / "result.json").read_text())
     assert res["similarity"] == "mind" and res["init"] == "affine" and res["kept"] in ("identity", "affine", "final", "identity start")
     assert "affine" in res["scores"] or any("affine dropped" in n for n in res["selection"])
+    # the MI test of --mind-mi-weight auto: measured, reported, and MI added only from 0.92
+    eta = res["correlation_ratio"]
+    assert 0.0 <= eta <= 1.0 and res["mind_mi_weight"] == (0.2 if eta >= 0.92 else 0.0)
+    assert f"intensities: correlation ratio {eta:.3f} (functional from 0.92): " in capsys.readouterr().out
+    assert main(_args(root, tmp_path / "mi", "--levels", "2", "--iterations", "10,10", "--mind-mi-weight", "0.3")) == 0
+    res = json.loads((tmp_path / "mi" / "result.json").read_text())
+    assert res["mind_mi_weight"] == 0.3 and res["correlation_ratio"] is None
+    assert "intensities:" not in capsys.readouterr().out
     flat = tmp_path / "flat.png"
     save_image(str(flat), np.full((1, 64, 64), 0.5, np.float32))
     capsys.readouterr()
@@ -99,6 +107,8 @@ def test_register_bad_inputs(pair_dir, tmp_path, capsys):
     assert "--mind-ngf-weight: must be >= 0" in capsys.readouterr().err
     assert main(_args(root, tmp_path / "o", "--consistency-limit", "-1")) == 2
     assert "--consistency-limit: must be >= 0" in capsys.readouterr().err
+    assert main(_args(root, tmp_path / "o", "--mind-mi-weight", "sometimes")) == 2
+    assert "--mind-mi-weight: expected 'auto' or a weight >= 0, got 'sometimes'" in capsys.readouterr().err
 
 
 def test_register_frame_folders_writes_video(tmp_path):

@@ -239,6 +239,56 @@ def test_mind_objective_adds_weighted_ngf():
     assert not torch.allclose(a.flow, b.flow)  # the weight reaches the objective
     with pytest.raises(ValueError, match="mind_ngf_weight"):
         register_pair(p.fixed, p.moving, mind_ngf_weight=-1.0)
+    from fmdepth.registration import solve_pair
+
+    c = solve_pair(p.fixed, p.moving, iterations=(10, 10, 10), mind_mi_weight=0.2)
+    assert not torch.allclose(a.flow, c.flow) and not torch.allclose(b.flow, c.flow)  # MI reaches it too
+    with pytest.raises(ValueError, match="mind_mi_weight"):
+        solve_pair(p.fixed, p.moving, mind_mi_weight=-1.0)
+
+
+def test_mi_is_added_where_intensities_are_a_function_of_each_other(monkeypatch):
+    import fmdepth.registration.select as select
+    from fmdepth.commands.register import FUNCTIONAL_ETA as CLI_ETA, MIND_MI_WEIGHT
+    from fmdepth.registration import DEFAULT_MIND_MI_WEIGHT, FUNCTIONAL_ETA
+
+    assert CLI_ETA == FUNCTIONAL_ETA == 0.92 and MIND_MI_WEIGHT == DEFAULT_MIND_MI_WEIGHT == 0.2  # CLI copies
+    real, weights = select.solve_pair, []
+
+    def solve(*args, **kw):
+        weights.append(kw["mind_mi_weight"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(select, "solve_pair", solve)
+    it = dict(iterations=(20, 10, 10))
+    # a tissue-map-like pair: moving = a non-monotonic function of the (smoothed) fixed photo
+    import skimage.data
+    import skimage.filters
+
+    cam = skimage.filters.gaussian(skimage.data.camera()[::4, ::4].astype(np.float32) / 255, 1.5)
+    p = make_pair((64, 64), modality="paired", image=np.stack([cam, 4 * (cam - 0.5) ** 2]).astype(np.float32),
+                  rms=2.0, seed=1, num_landmarks=10)
+    r = register_pair(p.fixed, p.moving, **it)
+    assert r.correlation_ratio >= FUNCTIONAL_ETA and r.mind_mi_weight == DEFAULT_MIND_MI_WEIGHT
+    assert weights == [0.0, 0.2, 0.2]  # the first solve, again with MI, the backward run with MI
+    assert any("MI added" in n for n in r.notes)
+    # moving = the edge magnitude of the photo: not a function of its intensities
+    q = make_pair((64, 64), modality="edges", image="camera", rms=2.0, seed=1, num_landmarks=10)
+    weights.clear()
+    r = register_pair(q.fixed, q.moving, **it)
+    assert r.correlation_ratio < FUNCTIONAL_ETA and r.mind_mi_weight == 0.0 and weights == [0.0, 0.0]
+    assert not any("MI added" in n for n in r.notes)
+    weights.clear()
+    r = register_pair(p.fixed, p.moving, mind_mi_weight=0.0, **it)  # never: nothing measured
+    assert r.correlation_ratio is None and r.mind_mi_weight == 0.0 and weights == [0.0, 0.0]
+    weights.clear()
+    r = register_pair(q.fixed, q.moving, mind_mi_weight=0.3, **it)  # always
+    assert r.correlation_ratio is None and r.mind_mi_weight == 0.3 and weights == [0.3, 0.3]
+    r = register_pair(p.fixed, p.moving, "deformable", "ngf", **it)  # MIND only
+    assert r.correlation_ratio is None and r.mind_mi_weight == 0.0
+    for bad in (-0.1, float("nan"), "often", True):
+        with pytest.raises(ValueError, match="mind_mi_weight"):
+            register_pair(p.fixed, p.moving, mind_mi_weight=bad)
 
 
 def test_inverse_consistency_hand_values():
@@ -282,18 +332,19 @@ def test_a_field_the_backward_registration_does_not_invert_is_dropped(monkeypatc
 
     p = make_pair((64, 64), modality="remap", image="camera", rms=2.5, seed=0, num_landmarks=12)
     f, m = torch.from_numpy(p.fixed)[None], torch.from_numpy(p.moving)[None]
-    good = register_pair(f, m, iterations=(30, 20, 10))
+    it = dict(iterations=(30, 20, 10), mind_mi_weight=0.0)  # one objective (the MI test is tested on its own)
+    good = register_pair(f, m, **it)
     assert good.kept == "final" and good.consistency["final"] < DEFAULT_CONSISTENCY_LIMIT * 64
     calls = _backward_fooled(monkeypatch, m, 6.0)  # the backward run registers m as the fixed image
-    r = register_pair(f, m, iterations=(30, 20, 10))
+    r = register_pair(f, m, **it)
     assert calls == [("deformable", False), ("deformable", True)]
     assert r.kept == "identity" and torch.count_nonzero(r.flow) == 0, r.notes
     assert r.consistency["final"] > DEFAULT_CONSISTENCY_LIMIT * 64
     assert any("disagree by" in n for n in r.notes) and "forward-backward" in r.notes[-1]
     calls.clear()
-    off = register_pair(f, m, iterations=(30, 20, 10), consistency_limit=0)  # off: no backward run
+    off = register_pair(f, m, **it, consistency_limit=0)  # off: no backward run
     assert calls == [("deformable", False)] and off.kept == "final" and off.consistency == {}
-    loose = register_pair(f, m, iterations=(30, 20, 10), consistency_limit=0.5)  # 32 px: trusted
+    loose = register_pair(f, m, **it, consistency_limit=0.5)  # 32 px: trusted
     assert loose.kept == "final"
     with pytest.raises(ValueError, match="consistency_limit"):
         register_pair(f, m, consistency_limit=-0.1)
