@@ -20,8 +20,7 @@ Per pair (optimisation over a multi-resolution pyramid, progress bar):
   --method affine|deformable, --similarity mind|mi|ngf|ncc|mse|feature.
   The default, mind (MIND-SSC local self-similarity descriptors), was the most accurate fmdepth
   similarity on every kind of cross-modality pair measured (channel remaps, photo vs disparity,
-  photo vs edges, MNI152 T1 vs grey matter; bench/registration.py --cross-modality, README),
-  except on MNI152 in one of seven held-out sets before the MI test below (mi 0.56 vs 0.60 px);
+  photo vs edges, MNI152 T1 vs grey matter; bench/registration.py --cross-modality, README);
   ncc/mse only for similar intensities. With mind the objective is MIND (5x5 patches,
   --mind-radius 2) + 0.1 x NGF (--mind-ngf-weight), chosen on the bench's tuning pairs. When the
   registered moving image's intensities turn out to be a function of the fixed image's (correlation
@@ -123,7 +122,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mind-ngf-weight", type=float, default=MIND_NGF_WEIGHT,
                         help=f"--similarity mind: optimise MIND + this weight x NGF (0 = MIND alone; "
                              f"default: {MIND_NGF_WEIGHT})")
-    parser.add_argument("--mind-mi-weight", default="auto",
+    parser.add_argument("--mind-mi-weight", default="auto", metavar="auto|W",
                         help=f"--similarity mind, deformable: 'auto' (default) adds {MIND_MI_WEIGHT} x MI to the "
                              f"objective, solving again, when the registered moving image's intensities are a "
                              f"function of the fixed image's (correlation ratio >= {FUNCTIONAL_ETA}); a number "
