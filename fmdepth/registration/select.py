@@ -259,6 +259,9 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
     names = (similarity, check)
     sim_kw = {k: solver[k] for k in _SCORE_KEYS if k in solver}
     zero = torch.zeros(1, 2, H, W, device=device)
+    # a given MI weight applies to every solve (the affine stage too); "auto" decides after the first one
+    auto_mi = mind_mi_weight == "auto" and similarity == "mind" and method == "deformable"
+    solver = {**solver, "mind_mi_weight": 0.0 if mind_mi_weight == "auto" else float(mind_mi_weight)}
     notes: List[str] = []
     flows = {"identity": zero}
     A0 = None
@@ -267,8 +270,6 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
     elif init == "affine" and method != "affine":
         stage = {k: v for k, v in solver.items() if k in _AFFINE_STAGE_KEYS or k == "mind_mi_weight"}
         A0 = solve_pair(fixed_full, moving_full, "affine", similarity, progress=progress, **stage).affine
-    auto_mi = mind_mi_weight == "auto" and similarity == "mind" and method == "deformable"
-    solver = {**solver, "mind_mi_weight": 0.0 if mind_mi_weight == "auto" else float(mind_mi_weight)}
     check_both_ways = consistency_limit > 0 and keep_best and method == "deformable"
     limit = consistency_limit * min(H, W)
     consistency: Dict[str, float] = {}

@@ -284,6 +284,9 @@ def test_mi_is_added_where_intensities_are_a_function_of_each_other(monkeypatch)
     weights.clear()
     r = register_pair(q.fixed, q.moving, mind_mi_weight=0.3, **it)  # always
     assert r.correlation_ratio is None and r.mind_mi_weight == 0.3 and weights == [0.3, 0.3]
+    weights.clear()
+    register_pair(q.fixed, q.moving, init="affine", mind_mi_weight=0.3, levels=2, iterations=(10, 10))
+    assert len(weights) >= 3 and set(weights) == {0.3}  # the affine stage (the first call) too
     r = register_pair(p.fixed, p.moving, "deformable", "ngf", **it)  # MIND only
     assert r.correlation_ratio is None and r.mind_mi_weight == 0.0
     for bad in (-0.1, float("nan"), "often", True):
