@@ -28,7 +28,7 @@ CHECK_SIMILARITY = {"mind": "ngf"}
 
 # solve_pair settings that the affine stage of register_pair (init="affine") inherits
 _AFFINE_STAGE_KEYS = ("levels", "optimizer", "mi_bins", "ncc_window", "mi_samples", "feature_encoder",
-                      "mind_radius", "mind_dilation", "mind_ngf_weight", "seed")
+                      "mind_radius", "mind_dilation", "mind_ngf_weight", "mind_mi_weight", "seed")
 # register_pair's forward-backward limit: mean inverse-consistency error as a fraction of the shorter
 # side (7.7 px at 256). Chosen on the tuning pairs of bench/registration.py --cross-modality tuning
 # (12 per kind, seeds 500-511, plus 4 MNI152 T1 vs white-matter pairs): their largest mean error
@@ -268,7 +268,7 @@ def register_pair(fixed, moving, method: str = "deformable", similarity: str = D
     if init_affine is not None:
         A0 = affine_to_3x3(as_affine(init_affine, device))
     elif init == "affine" and method != "affine":
-        stage = {k: v for k, v in solver.items() if k in _AFFINE_STAGE_KEYS or k == "mind_mi_weight"}
+        stage = {k: v for k, v in solver.items() if k in _AFFINE_STAGE_KEYS}
         A0 = solve_pair(fixed_full, moving_full, "affine", similarity, progress=progress, **stage).affine
     check_both_ways = consistency_limit > 0 and keep_best and method == "deformable"
     limit = consistency_limit * min(H, W)
